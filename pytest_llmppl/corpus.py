@@ -1,0 +1,165 @@
+"""Text sources: named benchmark corpora, local files, and any Hugging Face dataset.
+
+Each source gives one string, built exactly as the papers build it (see the
+README's "Corpora" table), plus an optional cap on windows (C4's 256).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CorpusError
+from .fingerprint import text_fingerprint
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """One evaluation text.  ``max_windows`` caps the window count (C4: 256 x seqlen tokens)."""
+
+    name: str
+    text: str
+    max_windows: int | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.text)
+
+
+_FINGERPRINTS: dict[int, tuple[str, str]] = {}
+
+
+def _fingerprint(text: str) -> str:
+    hit = _FINGERPRINTS.get(id(text))
+    if hit is not None and hit[0] is text:
+        return hit[1]
+    fp = text_fingerprint(text)
+    _FINGERPRINTS[id(text)] = (text, fp)
+    return fp
+
+
+@dataclass(frozen=True)
+class _HFSpec:
+    path: str
+    config: str | None
+    split: str
+    column: str = "text"
+    joiner: str = "\n\n"
+    first_rows: int | None = None
+    max_windows: int | None = None
+    data_files: dict | None = None
+
+
+# The benchmark corpora, as Torch-Pruning / SparseGPT / Wanda build them.
+NAMED: dict[str, _HFSpec] = {
+    "wikitext2": _HFSpec("wikitext", "wikitext-2-raw-v1", "test"),
+    "ptb": _HFSpec("ptb_text_only", "penn_treebank", "test", column="sentence", joiner=" "),
+    "c4": _HFSpec(
+        "allenai/c4", None, "validation", joiner=" ", first_rows=1100, max_windows=256,
+        data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"},
+    ),
+}
+_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".arrow": "arrow"}
+_MEMO: dict[str, Corpus] = {}
+
+
+def load_corpus(spec: str) -> Corpus:
+    """``wikitext2`` | ``ptb`` | ``c4`` | a ``.txt``/``.parquet``/``.jsonl``/``.json``/``.arrow``
+    file | ``hf:NAME[:CONFIG]:SPLIT[:COLUMN]``.  Loaded once per process."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise CorpusError(f"corpus must be a name or a path, got {spec!r}")
+    key = _memo_key(spec)
+    if key in _MEMO:
+        return _MEMO[key]
+    corpus = _load(spec)
+    _MEMO[key] = corpus
+    return corpus
+
+
+def _memo_key(spec: str) -> str:
+    path = Path(spec)
+    if path.is_file():
+        st = path.stat()
+        return f"file:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return spec
+
+
+def _load(spec: str) -> Corpus:
+    if spec in NAMED:
+        hf = NAMED[spec]
+        return Corpus(spec, _load_hf(hf, spec), hf.max_windows)
+    if spec.startswith("hf:"):
+        hf = parse_hf_spec(spec)
+        return Corpus(spec, _load_hf(hf, spec), None)
+    path = Path(spec).expanduser()
+    suffix = path.suffix.lower()
+    if path.is_file():
+        if suffix in (".txt", ".text", ".raw"):
+            return Corpus(str(path), path.read_text(encoding="utf-8"))
+        if suffix in _FILE_BUILDERS:
+            hf = _HFSpec(_FILE_BUILDERS[suffix], None, "train", data_files={"train": str(path)})
+            return Corpus(str(path), _load_hf(hf, spec))
+        raise CorpusError(
+            f"corpus file {path} has an unsupported extension {suffix!r}: use .txt (read verbatim) "
+            "or .parquet/.jsonl/.json/.arrow with a 'text' column."
+        )
+    if suffix in (".txt", ".text", ".raw", *_FILE_BUILDERS) or os.sep in spec:
+        raise CorpusError(f"corpus file {spec} does not exist (resolved to {path.resolve()}).")
+    raise CorpusError(
+        f"unknown corpus {spec!r}. Use one of {', '.join(sorted(NAMED))}, a path to a "
+        ".txt/.parquet/.jsonl/.json/.arrow file, or hf:NAME[:CONFIG]:SPLIT[:COLUMN]."
+    )
+
+
+def parse_hf_spec(spec: str) -> _HFSpec:
+    """``hf:NAME:SPLIT``, ``hf:NAME:CONFIG:SPLIT`` or ``hf:NAME:CONFIG:SPLIT:COLUMN``."""
+    parts = spec[3:].split(":")
+    if len(parts) == 2:
+        name, split = parts
+        return _HFSpec(name, None, split)
+    if len(parts) == 3:
+        name, config, split = parts
+        return _HFSpec(name, config or None, split)
+    if len(parts) == 4:
+        name, config, split, column = parts
+        return _HFSpec(name, config or None, split, column=column)
+    raise CorpusError(
+        f"cannot parse {spec!r}: expected hf:NAME:SPLIT, hf:NAME:CONFIG:SPLIT or "
+        "hf:NAME:CONFIG:SPLIT:COLUMN (e.g. hf:wikitext:wikitext-103-raw-v1:test)."
+    )
+
+
+def _load_hf(hf: _HFSpec, spec: str) -> str:
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - datasets is a dependency
+        raise CorpusError("the 'datasets' package is needed for this corpus: pip install datasets") from exc
+    kwargs = {"split": hf.split}
+    if hf.data_files:
+        kwargs["data_files"] = hf.data_files
+    try:
+        ds = datasets.load_dataset(hf.path, hf.config, **kwargs)
+    except Exception as exc:  # datasets raises many types for "not here" (offline, missing, bad split)
+        raise CorpusError(_unavailable_message(hf, spec, exc)) from exc
+    if hf.column not in ds.column_names:
+        raise CorpusError(
+            f"corpus {spec}: no column {hf.column!r} (columns: {', '.join(ds.column_names)}). "
+            "Name the text column with hf:NAME:CONFIG:SPLIT:COLUMN."
+        )
+    rows = ds[hf.column] if hf.first_rows is None else ds[: hf.first_rows][hf.column]
+    rows = [r if isinstance(r, str) else ("" if r is None else str(r)) for r in rows]
+    return hf.joiner.join(rows)
+
+
+def _unavailable_message(hf: _HFSpec, spec: str, exc: Exception) -> str:
+    offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    call = f"datasets.load_dataset({hf.path!r}, {hf.config!r}, split={hf.split!r}"
+    call += f", data_files={hf.data_files!r})" if hf.data_files else ")"
+    why = "offline mode is on and it is not in the Hugging Face cache" if offline else "it could not be loaded"
+    return (
+        f"corpus {spec!r}: {why} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).\n"
+        f"  Pre-download it where there is network: python -c \"import datasets; {call}\" "
+        "and keep HF_HOME (or HF_DATASETS_CACHE) between runs;\n"
+        "  or point at a local file: --ppl-corpus=path/to/test.parquet (or .jsonl/.txt)."
+    )

@@ -1,0 +1,396 @@
+"""Windows -> forward -> per-window NLL.  Pure: no files, no pytest, no caches.
+
+The loss is cross-entropy in float32 (whatever the model dtype), per-window sums in
+float64.  For models whose head is a plain linear layer the head and the loss run
+in position chunks on the decoder's hidden states, so full-length float32 logits
+never exist; other models take the full-logits path (logits chunked only for the
+float32 upcast).  Both give the same per-token CE up to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+
+from .errors import CorpusError, ModelError, SettingsError, TokenizerError
+from .windows import Window, plan_windows, spread_subset, window_weight
+
+# Architectures whose CausalLM forward is exactly ``lm_head(decoder(x))``.
+PLAIN_HEAD_TYPES = frozenset({
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gpt2", "opt",
+    "phi3", "gemma", "starcoder2", "olmo", "olmo2",
+})
+# Config keys that mean the head does more than a linear layer.
+HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+LOGITS_CHUNK_BYTES = 256 * 2**20
+DEFAULT_MAX_SEQLEN = 4096
+
+
+@dataclass
+class EngineOutput:
+    window_index: list[int]
+    window_nll: list[float]
+    window_weight: list[int]
+    seconds: float
+    tokens_forwarded: int
+    batch_size: int
+    head_path: str
+    device: str
+    dtype: str
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_seqlen(model, seqlen: int | None, allow_long: bool = False) -> int:
+    """``seqlen`` > ``model.seqlen`` > ``min(config.max_position_embeddings, 4096)``."""
+    config = getattr(model, "config", None)
+    max_pos = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if seqlen is None:
+        seqlen = getattr(model, "seqlen", None)
+    if seqlen is None:
+        if max_pos is None:
+            raise ModelError("cannot tell the model's context length: pass seqlen=N (or --ppl-seqlen N).")
+        seqlen = min(int(max_pos), DEFAULT_MAX_SEQLEN)
+    if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 2:
+        raise SettingsError(f"seqlen must be an integer >= 2, got {seqlen!r}")
+    if max_pos is not None and seqlen > int(max_pos) and not allow_long:
+        raise ModelError(
+            f"seqlen {seqlen} exceeds the model's max_position_embeddings ({max_pos}); "
+            f"use seqlen <= {max_pos}, or force it with allow_long_seqlen=True (--ppl-allow-long-seqlen) "
+            "if the model really extrapolates."
+        )
+    return seqlen
+
+
+def check_causal_lm(model) -> None:
+    """Refuse models that are not causal LMs or have no data, before any forward."""
+    config = getattr(model, "config", None)
+    name = type(model).__name__
+    if getattr(config, "is_encoder_decoder", False) or any(
+        s in name for s in ("MaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
+    ):
+        raise ModelError(
+            f"{name} is not a causal language model; perplexity needs a decoder-only LM "
+            "(load it with AutoModelForCausalLM)."
+        )
+    for pname, p in model.named_parameters():
+        if p.is_meta:
+            raise ModelError(
+                f"parameter {pname} is on the meta device (no weights loaded): load real weights "
+                "(no init_empty_weights / device_map='meta') or finish offloading before evaluating."
+            )
+        break
+
+
+def check_vocab(model, ids) -> None:
+    """Every token id must index the model's input embedding."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(emb, "num_embeddings", None)
+    if rows is None or len(ids) == 0:
+        return
+    top = int(ids.max())
+    if top >= rows:
+        raise TokenizerError(
+            f"the tokenizer produced id {top} but the model's embedding has only {rows} rows: "
+            "this tokenizer does not belong to this model. Pass the model's own tokenizer "
+            "(or resize the model's embeddings with model.resize_token_embeddings)."
+        )
+
+
+def head_path(model) -> str:
+    """``chunked`` when the head is a plain linear layer on the decoder output, else ``full``."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in PLAIN_HEAD_TYPES:
+        return "full"
+    if any(getattr(config, k, None) not in (None, 1, 1.0) for k in HEAD_EXTRAS):
+        return "full"
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if not isinstance(head, torch.nn.Linear) or base is None or base is model:
+        return "full"
+    return "chunked"
+
+
+def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", stride: int | None = None,
+                 max_windows: int | None = None, cap: int | None = None, batch_size="auto",
+                 device=None, dtype=None, head: str = "auto", progress=None,
+                 order: list[int] | None = None, stop=None) -> EngineOutput:
+    """Per-window NLLs of ``model`` on the token stream ``ids`` (1-D int array).
+
+    ``order`` evaluates the chosen windows in that order (results still returned in
+    corpus order); ``stop(done_indices, nlls)`` may end the run early (returns True).
+    """
+    import numpy as np
+    import torch
+
+    check_causal_lm(model)
+    ids = np.asarray(ids)
+    windows = plan_windows(len(ids), seqlen, protocol, stride, cap)
+    if not windows or (protocol != "sliding" and len(ids) < seqlen):
+        raise CorpusError(
+            f"the corpus has {len(ids)} tokens, shorter than one window of {seqlen}: "
+            "use a smaller seqlen (--ppl-seqlen) or a longer corpus."
+        )
+    check_vocab(model, ids)
+    chosen = spread_subset(len(windows), max_windows)
+    if order is not None:
+        if sorted(order) != sorted(chosen):
+            raise ValueError("order must be a permutation of the chosen windows")
+        chosen = list(order)
+
+    path = head_path(model) if head == "auto" else head
+    run_device = _run_device(model, device)
+    cast = _autocast_dtype(model, dtype)
+    t0 = time.perf_counter()
+    nll: dict[int, float] = {}
+    forwarded = 0
+    with _evaluation_mode(model, run_device) as in_device:
+        stream = torch.as_tensor(ids, dtype=torch.long)
+        sizer = BatchSizer(batch_size, in_device, model, seqlen)
+        pos = 0
+        while pos < len(chosen):
+            bs = sizer.next_size()
+            group = _same_length_prefix(windows, chosen[pos:pos + bs])
+            batch = torch.stack([stream[windows[i].start:windows[i].end] for i in group]).to(in_device)
+            tb = time.perf_counter()
+            try:
+                with (torch.autocast(in_device.type, dtype=cast) if cast is not None else nullcontext()):
+                    ce = token_ce(model, batch, path)
+            except torch.OutOfMemoryError:
+                if not sizer.shrink():
+                    raise
+                _empty_cache(in_device)
+                continue
+            sums = _window_sums(ce, [windows[i].score_from for i in group])
+            for i, s in zip(group, sums):
+                w = windows[i]
+                nll[i] = s / (w.length - 1) * w.length if protocol == "torch-pruning" else s
+            forwarded += batch.numel()
+            sizer.record(len(group), batch.numel(), time.perf_counter() - tb)
+            pos += len(group)
+            if progress is not None:
+                progress(pos, len(chosen))
+            if stop is not None and stop([i for i in chosen[:pos]], [nll[i] for i in chosen[:pos]]):
+                break
+        _empty_cache(in_device)
+    done = sorted(nll)
+    return EngineOutput(
+        window_index=done,
+        window_nll=[nll[i] for i in done],
+        window_weight=[window_weight(windows[i], protocol) for i in done],
+        seconds=time.perf_counter() - t0,
+        tokens_forwarded=forwarded,
+        batch_size=sizer.largest,
+        head_path=path,
+        device=str(in_device),
+        dtype=str(cast or _param_dtype(model)).replace("torch.", ""),
+        extra={"n_windows_total": len(windows), "n_chosen": len(chosen)},
+    )
+
+
+def token_ce(model, batch, path: str = "full"):
+    """Float32 CE of each next-token prediction: shape [B, L-1]."""
+    import torch
+    import torch.nn.functional as F
+
+    labels = batch[:, 1:]
+    n_pos = batch.shape[1] - 1
+    if path == "chunked":
+        base = getattr(model, model.base_model_prefix)
+        out = base(input_ids=batch, use_cache=False)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        head = model.get_output_embeddings()
+        vocab = head.out_features
+        source = lambda s, e: head(hidden[:, s:e])  # noqa: E731
+    else:
+        out = model(input_ids=batch, use_cache=False)
+        logits = getattr(out, "logits", None)
+        if logits is None and isinstance(out, torch.Tensor):
+            logits = out
+        if logits is None:
+            raise ModelError(
+                f"{type(model).__name__} returned {type(out).__name__} without .logits: "
+                "perplexity needs a causal LM whose output has logits (AutoModelForCausalLM)."
+            )
+        if logits.dim() != 3 or logits.shape[:2] != batch.shape:
+            raise ModelError(
+                f"logits of shape {tuple(logits.shape)} do not match the input {tuple(batch.shape)}: "
+                "the model does not return one next-token distribution per position."
+            )
+        vocab = logits.shape[-1]
+        source = lambda s, e: logits[:, s:e]  # noqa: E731
+    step = max(1, LOGITS_CHUNK_BYTES // (4 * vocab * batch.shape[0]))
+    ce = torch.empty(batch.shape[0], n_pos, dtype=torch.float32, device=batch.device)
+    for s in range(0, n_pos, step):
+        e = min(n_pos, s + step)
+        lg = source(s, e).float()
+        tgt = labels[:, s:e].to(lg.device)
+        ce[:, s:e] = F.cross_entropy(lg.reshape(-1, vocab), tgt.reshape(-1), reduction="none").view(tgt.shape).to(ce.device)
+    return ce
+
+
+def _window_sums(ce, score_from: list[int]) -> list[float]:
+    ce64 = ce.double()
+    if all(s == 1 for s in score_from):
+        return ce64.sum(dim=1).tolist()
+    return [float(ce64[b, s - 1:].sum()) for b, s in enumerate(score_from)]
+
+
+def _same_length_prefix(windows: list[Window], idx: list[int]) -> list[int]:
+    first = windows[idx[0]].length
+    out = []
+    for i in idx:
+        if windows[i].length != first:
+            break
+        out.append(i)
+    return out
+
+
+def _param_dtype(model):
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    import torch
+
+    return torch.float32
+
+
+def _run_device(model, device):
+    import torch
+
+    if device is None or device == "auto":
+        return None
+    return torch.device(device)
+
+
+def _autocast_dtype(model, dtype):
+    """A lower precision than the weights' runs under autocast; a higher one is refused."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return None
+    want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    have = _param_dtype(model)
+    if want == have:
+        return None
+    if torch.finfo(want).bits > torch.finfo(have).bits:
+        raise SettingsError(
+            f"dtype {str(want).replace('torch.', '')} is wider than the model's weights "
+            f"({str(have).replace('torch.', '')}): load the model in that dtype instead."
+        )
+    return want
+
+
+def input_device(model):
+    """Where inputs go: the input embedding's device (right for device_map='auto' too)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if emb is not None and hasattr(emb, "weight"):
+        return emb.weight.device
+    return next(model.parameters()).device
+
+
+@contextmanager
+def _evaluation_mode(model, device):
+    """eval(), inference_mode, use_cache off; everything restored afterwards, even on Ctrl-C."""
+    import torch
+
+    was_training = model.training
+    config = getattr(model, "config", None)
+    had_cache = getattr(config, "use_cache", None)
+    moved_from = None
+    if device is not None and not getattr(model, "hf_device_map", None):
+        current = input_device(model)
+        if current != device and not (current.type == device.type and device.index is None):
+            moved_from = current
+            model.to(device)
+    try:
+        model.eval()
+        if config is not None and had_cache is not None:
+            config.use_cache = False
+        with torch.inference_mode():
+            yield input_device(model)
+    finally:
+        if config is not None and had_cache is not None:
+            config.use_cache = had_cache
+        model.train(was_training)
+        if moved_from is not None:
+            model.to(moved_from)
+
+
+def _empty_cache(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+class BatchSizer:
+    """Batch sizes for the next forward: fixed N, or ``auto``.
+
+    auto on CUDA: the largest batch whose activations fit 80% of free memory (estimated
+    from the shapes), halved on an out-of-memory error.  auto on CPU: grows 1, 2, 4, ...
+    while measured tokens/s improves by 10% or more, then stays.
+    """
+
+    def __init__(self, batch_size, device, model, seqlen: int):
+        self.fixed = None if batch_size in (None, "auto") else int(batch_size)
+        if self.fixed is not None and self.fixed < 1:
+            raise SettingsError(f"batch_size must be >= 1 or 'auto', got {batch_size!r}")
+        self.device = device
+        self.current = self.fixed or (self._cuda_estimate(model, seqlen) if device.type == "cuda" else 1)
+        self.largest = self.current
+        self.rates: dict[int, float] = {}
+        self.settled = self.fixed is not None or device.type == "cuda"
+
+    @staticmethod
+    def _cuda_estimate(model, seqlen: int) -> int:
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        cfg = model.config
+        hidden = getattr(cfg, "hidden_size", 4096)
+        inter = getattr(cfg, "intermediate_size", 4 * hidden)
+        vocab = getattr(cfg, "vocab_size", 32000)
+        elem = torch.finfo(_param_dtype(model)).bits // 8
+        per_window = seqlen * (elem * (12 * hidden + 3 * inter)) + LOGITS_CHUNK_BYTES * 2 + seqlen * vocab * 0
+        return max(1, min(64, int(0.8 * free // per_window)))
+
+    def next_size(self) -> int:
+        return self.current
+
+    def record(self, n_windows: int, tokens: int, seconds: float) -> None:
+        self.largest = max(self.largest, n_windows)
+        if self.settled or n_windows != self.current:
+            return
+        rate = tokens / max(seconds, 1e-9)
+        self.rates[n_windows] = rate
+        prev = self.rates.get(n_windows // 2)
+        if prev is not None and rate < 1.1 * prev:
+            self.current = n_windows // 2
+            self.settled = True
+        elif len(self.rates) >= 1 and n_windows < 16:
+            self.current = n_windows * 2
+        else:
+            self.settled = True
+
+    def shrink(self) -> bool:
+        if self.current <= 1:
+            return False
+        self.current //= 2
+        self.settled = True
+        return True
+
+
+def ppl_from(nll: list[float], weight: list[float]) -> float:
+    """exp(sum NLL / sum weight), NaN/inf kept as such."""
+    total_w = math.fsum(weight)
+    total = math.fsum(nll)
+    if not math.isfinite(total):
+        return float("nan") if math.isnan(total) else float("inf")
+    try:
+        return math.exp(total / total_w)
+    except OverflowError:
+        return float("inf")

@@ -1,0 +1,57 @@
+"""Tokenize a corpus once, as one sequence with the tokenizer's default special
+tokens (so one BOS at the very start for Llama-style tokenizers), and keep the
+ids on disk keyed by the corpus text and the tokenizer's content."""
+
+from __future__ import annotations
+
+import time
+
+from .cache import Store
+from .corpus import Corpus
+from .fingerprint import digest, tokenizer_fingerprint
+
+NAMESPACE = "tokens"
+FORMAT = 1  # bump when the way ids are produced changes
+_MEMO: dict[str, object] = {}
+
+
+def token_key(corpus: Corpus, tokenizer_fp: str) -> str:
+    return digest("tokens", FORMAT, corpus.fingerprint, tokenizer_fp)
+
+
+def tokenize(corpus: Corpus, tokenizer, store: Store | None = None, stats: dict | None = None):
+    """The corpus as a 1-D int64 numpy array of token ids (from memory, disk, or the tokenizer).
+
+    ``stats`` (if given) gets ``tokens_source`` = memory | cache | tokenized and the seconds spent.
+    """
+    import numpy as np
+
+    t0 = time.perf_counter()
+    key = token_key(corpus, tokenizer_fingerprint(tokenizer))
+    source = "memory"
+    ids = _MEMO.get(key)
+    if ids is None and store is not None:
+        hit = store.get_array(NAMESPACE, key)
+        if hit is not None:
+            ids, source = hit[1].astype(np.int64, copy=False), "cache"
+    if ids is None:
+        ids, source = _encode(corpus.text, tokenizer), "tokenized"
+        if store is not None:
+            dtype = np.int32 if ids.size == 0 or ids.max() < 2**31 else np.int64
+            store.put_array(NAMESPACE, key, ids.astype(dtype),
+                            {"corpus": corpus.name, "n_tokens": int(ids.size)})
+    _MEMO[key] = ids
+    if stats is not None:
+        stats["tokens_source"] = source
+        stats["tokenize_seconds"] = time.perf_counter() - t0
+    return ids
+
+
+def _encode(text: str, tokenizer):
+    import numpy as np
+
+    enc = tokenizer(text, verbose=False)  # verbose=False: no "longer than model_max_length" warning
+    ids = enc["input_ids"]
+    if ids and isinstance(ids[0], list):  # some tokenizers batch a single string
+        ids = ids[0]
+    return np.asarray(ids, dtype=np.int64)

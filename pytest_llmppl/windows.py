@@ -1,0 +1,76 @@
+"""Which token spans each protocol scores (plain integers, no torch).
+
+A window is ``[start, end)`` of the token stream; its labels at offsets
+``score_from .. end-start-1`` are scored (offset j is predicted from offsets < j;
+offset 0 never is).  The protocols:
+
+- ``torch-pruning``: ``n // seqlen`` non-overlapping windows, tail dropped; a window
+  counts ``mean CE x seqlen`` over ``seqlen`` (Torch-Pruning / SparseGPT / Wanda).
+- ``tokens``: the same windows; ``sum CE`` over ``seqlen - 1`` (the exact token mean).
+- ``sliding``: windows of ``seqlen`` starting every ``stride`` tokens; each scores only
+  the tokens the previous window did not (the Hugging Face perplexity guide).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROTOCOLS = ("torch-pruning", "tokens", "sliding")
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int
+    end: int
+    score_from: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    @property
+    def n_scored(self) -> int:
+        return self.length - self.score_from
+
+
+def plan_windows(n_tokens: int, seqlen: int, protocol: str = "torch-pruning",
+                 stride: int | None = None, cap: int | None = None) -> list[Window]:
+    """All windows of a token stream of length ``n_tokens`` (before any subset)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if seqlen < 2:
+        raise ValueError(f"seqlen must be at least 2, got {seqlen}")
+    if protocol == "sliding":
+        stride = seqlen if stride is None else stride
+        if not 1 <= stride <= seqlen:
+            raise ValueError(f"stride must be between 1 and seqlen ({seqlen}), got {stride}")
+        out: list[Window] = []
+        prev_end = 0
+        for begin in range(0, n_tokens, stride):
+            end = min(begin + seqlen, n_tokens)
+            if end - begin < 2:
+                break
+            target = end - prev_end
+            out.append(Window(begin, end, max(1, (end - begin) - target)))
+            prev_end = end
+            if end == n_tokens:
+                break
+        return out[:cap] if cap else out
+    n = n_tokens // seqlen
+    if cap:
+        n = min(n, cap)
+    return [Window(i * seqlen, (i + 1) * seqlen, 1) for i in range(n)]
+
+
+def spread_subset(n_total: int, k: int | None) -> list[int]:
+    """``k`` evenly spread, deterministic window indices out of ``n_total`` (all if k is None or >= n)."""
+    if k is None or k >= n_total:
+        return list(range(n_total))
+    if k < 1:
+        raise ValueError(f"max_windows must be at least 1, got {k}")
+    return [((2 * i + 1) * n_total) // (2 * k) for i in range(k)]
+
+
+def window_weight(window: Window, protocol: str) -> int:
+    """The denominator share of a window: seqlen (torch-pruning) or its scored tokens."""
+    return window.length if protocol == "torch-pruning" else window.n_scored

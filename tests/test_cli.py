@@ -1,0 +1,58 @@
+"""The command line: eval --json, cache info/clear, errors as messages with exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CORPUS_TXT, ROOT, TINY
+from reference import tp_ppl
+
+
+def run(*args, cache_dir):
+    env = {**os.environ, "PYTEST_LLMPPL_CACHE_DIR": str(cache_dir)}
+    return subprocess.run([sys.executable, "-m", "pytest_llmppl", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+
+
+def test_eval_json(cache_dir, tiny_model, tiny_tokenizer):
+    p = run("eval", "--model", str(TINY), "--corpus", str(CORPUS_TXT), "--seqlen", "256", "--device", "cpu",
+            "--json", cache_dir=cache_dir)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    for key in ("ppl", "n_tokens", "n_windows", "seqlen", "corpus", "protocol", "seconds", "tokens_per_second"):
+        assert key in data
+    ids = tiny_tokenizer(CORPUS_TXT.read_text(encoding="utf-8"), verbose=False)["input_ids"]
+    assert data["ppl"] == pytest.approx(tp_ppl(tiny_model, ids, 256), rel=1e-6)
+    assert data["seqlen"] == 256 and data["protocol"] == "torch-pruning" and data["tokens_source"] == "tokenized"
+    again = json.loads(run("eval", "--model", str(TINY), "--corpus", str(CORPUS_TXT), "--seqlen", "256", "--json",
+                           cache_dir=cache_dir).stdout)
+    assert again["tokens_source"] == "cache" and again["ppl"] == data["ppl"]
+
+    info = run("cache", "info", cache_dir=cache_dir)
+    assert "tokens" in info.stdout and "1 entries" in info.stdout
+    cleared = run("cache", "clear", cache_dir=cache_dir)
+    assert "removed 1 entries" in cleared.stdout
+    assert "(empty)" in run("cache", "info", cache_dir=cache_dir).stdout
+
+
+def test_eval_errors_are_messages(cache_dir):
+    p = run("eval", "--model", str(TINY), "--corpus", "nonsense", "--json", cache_dir=cache_dir)
+    assert p.returncode == 2 and "error: unknown corpus 'nonsense'" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", str(TINY), "--corpus", str(CORPUS_TXT), "--seqlen", "4096"], "max_position_embeddings"),
+    (["--model", "/no/such/model"], "could not load model"),
+    (["--model", str(TINY), "--dtype", "float64x"], "unknown dtype"),
+])
+def test_eval_errors_in_process(args, message, cache_dir, capsys, monkeypatch):
+    from pytest_llmppl.cli import main
+
+    monkeypatch.setenv("PYTEST_LLMPPL_CACHE_DIR", str(cache_dir))
+    assert main(["eval", *args, "--device", "cpu"]) == 2
+    assert message in capsys.readouterr().err
