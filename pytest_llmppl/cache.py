@@ -237,3 +237,10 @@ def _atomic_write(path: Path, blob: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def write_text_file(path: str | os.PathLike, text: str) -> None:
+    """Atomically write a user-facing file (baselines file, reports): all of it or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, text.encode("utf-8"))

@@ -39,6 +39,20 @@ class PerplexityResult:
     def __float__(self) -> float:
         return float(self.ppl)
 
+    # Comparisons with numbers use the PPL; NaN compares False with everything, so
+    # ``assert result < 100`` fails for a non-finite perplexity.
+    def __lt__(self, other) -> bool:
+        return self.ppl < float(other)
+
+    def __le__(self, other) -> bool:
+        return self.ppl <= float(other)
+
+    def __gt__(self, other) -> bool:
+        return self.ppl > float(other)
+
+    def __ge__(self, other) -> bool:
+        return self.ppl >= float(other)
+
     @property
     def subset(self) -> bool:
         """True when only a subset of the corpus windows was evaluated."""

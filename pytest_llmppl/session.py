@@ -1,0 +1,227 @@
+"""What the fixtures do, without pytest: measure, serve baselines, decide checks.
+
+One ``PPLSession`` per pytest process.  Baselines come from, in order: this
+process's memory, the committed file (``--ppl-baselines``), the local cache, and
+only then a measurement, which is done under a cross-process lock so that several
+xdist workers needing the same baseline measure it once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+from .baselines import NAMESPACE, BaselineKey, BaselinesFile, baseline_key, entry_to_result, result_to_entry
+from .errors import BaselineError
+from .settings import Budget, Settings
+
+
+class PPLCheckFailure(AssertionError):
+    """A check over budget, or a non-finite perplexity: an ordinary test failure."""
+
+
+class BaselineMismatchWarning(UserWarning):
+    """The committed baseline was measured on another device or dtype."""
+
+
+@dataclass
+class Baseline:
+    """What ``ppl_baseline`` returns: the result plus where it came from."""
+
+    result: object
+    source: str  # memory | file | cache | measured
+    key: BaselineKey
+    model: str = ""
+
+    def __float__(self) -> float:
+        return float(self.result.ppl)
+
+    @property
+    def ppl(self) -> float:
+        return self.result.ppl
+
+    def __repr__(self) -> str:
+        return f"Baseline(ppl={self.ppl:.4f}, source={self.source!r})"
+
+
+@dataclass
+class PPLSession:
+    settings: Settings
+    store: object = None  # cache.Store, or None with --ppl-no-cache
+    file: BaselinesFile | None = None
+    records: list = field(default_factory=list)
+    _memo: dict = field(default_factory=dict)
+
+    # -- measuring ------------------------------------------------------------
+    def measure(self, model, tokenizer, settings: Settings):
+        from .api import evaluate
+
+        return evaluate(model, tokenizer, store=self.store, use_cache=self.store is not None,
+                        **settings.engine_kwargs())
+
+    def _key(self, model, tokenizer, settings: Settings):
+        from .api import resolve_tokenizer
+        from .corpus import load_corpus
+        from .engine import resolve_seqlen
+        from .fingerprint import model_fingerprint, tokenizer_fingerprint
+
+        tok = resolve_tokenizer(model, tokenizer)
+        corpus = load_corpus(settings.corpus)
+        seqlen = resolve_seqlen(model, settings.seqlen, settings.allow_long_seqlen)
+        device_type = (settings.device or _model_device(model)).split(":")[0]
+        key = baseline_key(model_fingerprint(model), tokenizer_fingerprint(tok), corpus.fingerprint,
+                           protocol=settings.protocol, seqlen=seqlen, stride=settings.stride,
+                           max_windows=settings.max_windows, device_type=device_type,
+                           dtype=settings.dtype if settings.dtype != "auto" else _model_dtype(model))
+        return tok, key, device_type
+
+    # -- baselines --------------------------------------------------------------
+    def baseline(self, model, tokenizer=None, test: str = "", **overrides) -> Baseline:
+        settings = self.settings.with_overrides(**overrides)
+        t0 = time.perf_counter()
+        tok, key, device_type = self._key(model, tokenizer, settings)
+        name = str(getattr(model, "name_or_path", "") or type(model).__name__)
+        found = self._memo.get(key.cache)
+        if found is None:
+            found = self._from_file(key, device_type, settings, name)
+        if found is None and self.store is not None and not self.settings.update_baselines:
+            entry = self.store.get_json(NAMESPACE, key.cache)
+            if entry is not None:
+                found = Baseline(entry_to_result(entry), "cache", key, name)
+        if found is None:
+            found = self._measure_baseline(model, tok, settings, key, name)
+        else:
+            found = Baseline(found.result, found.source if found.key == key else found.source, key, name)
+        self._memo[key.cache] = Baseline(found.result, "memory", key, name)
+        if self.file is not None and self.settings.update_baselines and found.source == "measured":
+            self.file.record(key.content, result_to_entry(found.result, model=name, test=test))
+        self.records.append(_baseline_row(test, found, time.perf_counter() - t0))
+        return found
+
+    def _from_file(self, key: BaselineKey, device_type: str, settings: Settings, name: str):
+        if self.file is None or self.settings.update_baselines:
+            return None
+        entry = self.file.get(key.content)
+        if entry is None:
+            if self.settings.strict:
+                raise PPLCheckFailure(
+                    f"baseline for {name} (corpus {settings.corpus}, seqlen {settings.seqlen or 'auto'}) is missing "
+                    f"from {self.file.path} and --ppl-strict is on: run the suite once with "
+                    "--ppl-update-baselines on this runner and commit the file."
+                )
+            return None
+        want_dtype = settings.dtype if settings.dtype != "auto" else None
+        if entry["device"] != device_type or (want_dtype and entry["dtype"] != want_dtype):
+            msg = (f"committed baseline for {name} was measured on {entry['device']}/{entry['dtype']}, "
+                   f"this run evaluates on {device_type}/{want_dtype or 'the model dtype'}: refresh it with "
+                   "--ppl-update-baselines on this runner")
+            if self.settings.strict:
+                raise PPLCheckFailure(msg + " (--ppl-strict).")
+            warnings.warn(msg + "; measuring instead.", BaselineMismatchWarning, stacklevel=3)
+            return None
+        return Baseline(entry_to_result(entry), "file", key, name)
+
+    def _measure_baseline(self, model, tok, settings, key: BaselineKey, name: str) -> Baseline:
+        if self.store is None:
+            return Baseline(self.measure(model, tok, settings), "measured", key, name)
+        path = self.store.path(NAMESPACE, key.cache)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.store.lock(path.with_suffix(".measure"), timeout=3600):
+            if not self.settings.update_baselines:
+                entry = self.store.get_json(NAMESPACE, key.cache)  # another worker may have just measured it
+                if entry is not None:
+                    return Baseline(entry_to_result(entry), "cache", key, name)
+            result = self.measure(model, tok, settings)
+            if result.finite:
+                self.store.put_json(NAMESPACE, key.cache, result_to_entry(result, model=name),
+                                    {"kind": "baseline", "model": name})
+        return Baseline(result, "measured", key, name)
+
+    # -- checks -----------------------------------------------------------------
+    def check(self, model, tokenizer=None, *, baseline, budget: Budget, test: str = "", **overrides):
+        from .stats import paired_delta
+
+        settings = self.settings.with_overrides(**overrides)
+        base = baseline.result if isinstance(baseline, Baseline) else baseline
+        base_ppl = float(baseline)
+        if not math.isfinite(base_ppl):
+            raise PPLCheckFailure(f"the baseline perplexity is {base_ppl}: a baseline must be finite to compare against.")
+        result = self.measure(model, tokenizer, settings)
+        threshold = budget.threshold(base_ppl)
+        row = {
+            "test": test, "kind": "check", "corpus": result.corpus, "seqlen": result.seqlen,
+            "protocol": result.protocol, "n_windows": result.n_windows, "n_windows_total": result.n_windows_total,
+            "baseline": base_ppl, "measured": result.ppl if result.finite else None,
+            "delta": result.ppl - base_ppl if result.finite else None, "budget": str(budget),
+            "threshold": threshold, "baseline_source": getattr(baseline, "source", "given"),
+            "seconds": result.seconds, "device": result.device, "dtype": result.dtype,
+        }
+        if result.finite and hasattr(base, "window_index") and tuple(base.window_index) == tuple(result.window_index):
+            row["paired"] = paired_delta(base.window_nll, base.window_weight, result.window_nll,
+                                         result.window_weight, result.n_windows_total).to_dict()
+        where = (f"corpus {result.corpus}, seqlen {result.seqlen}, {result.n_windows}/{result.n_windows_total} "
+                 f"windows, protocol {result.protocol}")
+        if not result.finite:
+            row["verdict"] = "nan"
+            self.records.append(row)
+            raise PPLCheckFailure(
+                f"ppl_check: perplexity is {result.ppl} (not finite) against baseline {base_ppl:.4f} "
+                f"[{where}]. A half-precision overflow after pruning is the usual cause: evaluate in "
+                "bfloat16/float32 (--ppl-dtype) or inspect the pruned layers."
+            )
+        row["verdict"] = "pass" if result.ppl <= threshold else "fail"
+        self.records.append(row)
+        if row["verdict"] == "fail":
+            over = result.ppl - threshold
+            paired = row.get("paired")
+            noise = f"; paired dPPL {paired['delta_ppl']:+.4f} ± {paired['delta_ppl_se']:.4f} (SE)" if paired else ""
+            raise PPLCheckFailure(
+                f"ppl_check: PPL {result.ppl:.4f} exceeds the threshold {threshold:.4f} by {over:.4f} "
+                f"(baseline {base_ppl:.4f} + budget {budget} = {threshold:.4f}; "
+                f"+{result.ppl - base_ppl:.4f}, {100 * (result.ppl / base_ppl - 1):+.2f}% vs baseline{noise}) "
+                f"[{where}]"
+            )
+        return result
+
+    def plain(self, model, tokenizer=None, test: str = "", **overrides):
+        settings = self.settings.with_overrides(**overrides)
+        result = self.measure(model, tokenizer, settings)
+        self.records.append({"test": test, "kind": "measure", "corpus": result.corpus, "seqlen": result.seqlen,
+                             "protocol": result.protocol, "n_windows": result.n_windows,
+                             "n_windows_total": result.n_windows_total,
+                             "measured": result.ppl if result.finite else None, "seconds": result.seconds,
+                             "verdict": "measured" if result.finite else "nan"})
+        return result
+
+
+def _baseline_row(test: str, found: Baseline, seconds: float) -> dict:
+    r = found.result
+    return {"test": test, "kind": "baseline", "corpus": r.corpus, "seqlen": r.seqlen, "protocol": r.protocol,
+            "n_windows": r.n_windows, "n_windows_total": r.n_windows_total,
+            "baseline": r.ppl if math.isfinite(r.ppl) else None, "baseline_source": found.source,
+            "seconds": seconds, "model": found.model, "verdict": "baseline", "device": r.device, "dtype": r.dtype}
+
+
+def _model_device(model) -> str:
+    from .engine import input_device
+
+    return str(input_device(model))
+
+
+def _model_dtype(model) -> str:
+    from .engine import _param_dtype
+
+    return str(_param_dtype(model)).replace("torch.", "")
+
+
+def load_file(settings: Settings) -> BaselinesFile | None:
+    """The committed file, validated now (so a malformed one is a start-up error)."""
+    if not settings.baselines:
+        return None
+    f = BaselinesFile(settings.baselines)
+    try:
+        return f.load(must_exist=settings.strict and not settings.update_baselines)
+    except BaselineError:
+        raise

@@ -1,0 +1,50 @@
+"""Writes a user's project into a pytester dir: a conftest that loads the fixture model."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import CORPUS_TXT, TINY
+
+CONFTEST = f'''
+import pytest, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+TINY = {str(TINY)!r}
+
+
+@pytest.fixture
+def model():
+    return AutoModelForCausalLM.from_pretrained(TINY)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    return AutoTokenizer.from_pretrained(TINY)
+
+
+def damage(model, factor):
+    """A stand-in for a pruning refactor: deterministic, raises PPL with factor."""
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(factor)
+'''
+
+INI = f"""[pytest]
+ppl_corpus = {CORPUS_TXT}
+ppl_seqlen = 128
+"""
+
+
+def project(pytester, tests: str, ini: str = INI, **files):
+    pytester.makeconftest(CONFTEST)
+    pytester.makefile(".ini", pytest=ini)
+    pytester.makepyfile(test_suite=tests, **files)
+    return pytester
+
+
+def report(pytester, name="report.json") -> dict:
+    return json.loads((pytester.path / name).read_text())
+
+
+def rows(pytester, kind=None, name="report.json") -> list[dict]:
+    return [r for r in report(pytester, name)["records"] if kind is None or r["kind"] == kind]
