@@ -24,9 +24,9 @@ def tok():
 
 
 def damage(model, factor):
-    """A stand-in for a pruning refactor: deterministic, raises PPL with factor."""
+    """A stand-in for a pruning refactor: softens the head, so PPL rises with factor > 1."""
     with torch.no_grad():
-        model.model.layers[0].mlp.down_proj.weight.mul_(factor)
+        model.lm_head.weight.div_(factor)
 '''
 
 INI = f"""[pytest]
