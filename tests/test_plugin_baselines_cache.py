@@ -9,7 +9,7 @@ from conftest import damage
 
 def test_guard(model, tok, ppl_baseline, ppl_check):
     base = ppl_baseline(model, tok)
-    damage(model, 1.5)
+    damage(model, 0.2)
     ppl_check(model, tok, baseline=base, budget="1000%")
 """
 

@@ -14,7 +14,7 @@ from conftest import damage
 
 def test_measure(model, tok, ppl_of):
     base = ppl_of(model, tok)
-    damage(model, 2.0)
+    damage(model, 0.3)
     json.dump({"base": base.ppl, "pruned": ppl_of(model, tok).ppl}, open("values.json", "w"))
 """
 
@@ -23,7 +23,7 @@ from conftest import damage
 
 def test_guard(model, tok, ppl_baseline, ppl_check, ppl_budget):
     base = ppl_baseline(model, tok)
-    damage(model, 2.0)
+    damage(model, 0.3)
     ppl_check(model, tok, baseline=base)
 """
 
