@@ -131,6 +131,12 @@ class BaselinesFile:
         self.updated[content_key] = entry
 
     def render(self) -> str:
-        merged = {**self.entries, **self.updated}
-        return json.dumps({"format": FILE_FORMAT, "baselines": dict(sorted(merged.items()))}, indent=1,
-                          sort_keys=False, allow_nan=False) + "\n"
+        """One field per line, number lists on one line: readable and diff-friendly."""
+        merged = dict(sorted({**self.entries, **self.updated}.items()))
+        blocks = []
+        for key, entry in merged.items():
+            fields = ",\n".join(f"   {json.dumps(k)}: {json.dumps(v, allow_nan=False)}" for k, v in entry.items())
+            blocks.append(f"  {json.dumps(key)}: {{\n{fields}\n  }}")
+        body = ",\n".join(blocks)
+        return f'{{\n "format": {json.dumps(FILE_FORMAT)},\n "baselines": {{\n{body}\n }}\n}}\n'
+

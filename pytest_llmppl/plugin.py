@@ -8,6 +8,7 @@ is used.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -70,12 +71,24 @@ def pytest_configure(config):
     config.stash[_COLLECTED] = False
 
 
+_INI_PATHS = ("baselines", "cache_dir", "report", "report_md")
+
+
 def _ini(config, name):
+    """An ini value; relative paths in it are relative to the ini file, as pytest's own are."""
     try:
         value = config.getini(name)
     except ValueError:
         return None
-    return value or None
+    if not value:
+        return None
+    key = name[len("ppl_"):]
+    base = getattr(config, "inipath", None)
+    if base is not None and isinstance(value, str) and not os.path.isabs(value):
+        candidate = os.path.join(os.path.dirname(str(base)), value)
+        if key in _INI_PATHS or (key == "corpus" and os.path.exists(candidate)):
+            return os.path.normpath(candidate)
+    return value
 
 
 def _session(config):
@@ -180,6 +193,21 @@ def ppl_check(request, ppl_budget):
                     budget=chosen, **overrides)
 
     return check
+
+
+@pytest.fixture
+def ppl_pruned():
+    """``ppl_pruned(model, ratio, **kw)``: a structurally pruned deep copy (torch-pruning);
+    the model passed in is left untouched."""
+    def prune(model, ratio, **kwargs):
+        from .pruning import prune_causal_lm
+
+        try:
+            return prune_causal_lm(model, ratio, copy_model=True, **kwargs)
+        except LLMPPLError as exc:
+            pytest.fail(f"pytest-llmppl: {exc}", pytrace=False)
+
+    return prune
 
 
 # -- reporting -------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 COLUMNS = ("test", "corpus", "seqlen", "baseline", "measured", "Δ", "budget", "verdict", "source", "seconds")
 
@@ -26,6 +27,11 @@ def _delta(row: dict) -> str:
     return text
 
 
+def _short(corpus: str) -> str:
+    """A file corpus by its name only (the JSON report keeps the full path)."""
+    return os.path.basename(corpus) if os.sep in corpus else corpus
+
+
 def table_rows(records: list[dict]) -> list[tuple[str, ...]]:
     """One row per check or plain measurement; a baseline gets its own row only in a test
     that checks nothing (the check row already names the baseline and its source)."""
@@ -36,7 +42,7 @@ def table_rows(records: list[dict]) -> list[tuple[str, ...]]:
             continue
         windows = f"{r.get('n_windows')}/{r.get('n_windows_total')}" if r.get("n_windows") != r.get("n_windows_total") else ""
         out.append((
-            r.get("test", ""), r.get("corpus", "") + (f" [{windows} windows]" if windows else ""),
+            r.get("test", ""), _short(r.get("corpus", "")) + (f" [{windows} windows]" if windows else ""),
             str(r.get("seqlen", "")), _num(r.get("baseline")) if r.get("baseline") is not None or r.get("kind") != "measure" else "",
             _num(r.get("measured")) if r.get("kind") != "baseline" else "", _delta(r), r.get("budget", ""),
             r.get("verdict", "").upper() if r.get("verdict") in ("pass", "fail", "nan") else r.get("verdict", ""),
