@@ -26,6 +26,7 @@ PLAIN_HEAD_TYPES = frozenset({
 HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 LOGITS_CHUNK_BYTES = 256 * 2**20
 DEFAULT_MAX_SEQLEN = 4096
+CUDA_TOKENS_PER_BATCH = 4096
 
 
 @dataclass
@@ -347,16 +348,18 @@ class BatchSizer:
 
     @staticmethod
     def _cuda_estimate(model, seqlen: int) -> int:
+        """About 4096 tokens per forward (a GPU is saturated by then; more only costs memory),
+        fewer if the activations would not fit 80% of free memory."""
         import torch
 
         free, _ = torch.cuda.mem_get_info()
         cfg = model.config
         hidden = getattr(cfg, "hidden_size", 4096)
         inter = getattr(cfg, "intermediate_size", 4 * hidden)
-        vocab = getattr(cfg, "vocab_size", 32000)
         elem = torch.finfo(_param_dtype(model)).bits // 8
-        per_window = seqlen * (elem * (12 * hidden + 3 * inter)) + LOGITS_CHUNK_BYTES * 2 + seqlen * vocab * 0
-        return max(1, min(64, int(0.8 * free // per_window)))
+        per_window = seqlen * elem * (8 * hidden + 3 * inter) + 2 * LOGITS_CHUNK_BYTES
+        fits = int(0.8 * free // per_window)
+        return max(1, min(max(1, CUDA_TOKENS_PER_BATCH // seqlen), fits))
 
     def next_size(self) -> int:
         return self.current
