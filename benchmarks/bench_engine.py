@@ -45,8 +45,8 @@ CPU_SHAPES = {
 }
 
 
-def reference_loop(model, ids, seqlen):
-    """Torch-Pruning's eval_ppl_wikitext, bs=1."""
+def reference_loop(model, ids, seqlen, upcast=False):
+    """Torch-Pruning's eval_ppl_wikitext, bs=1 (``upcast``: CE on float32 logits)."""
     import torch
     import torch.nn as nn
 
@@ -57,6 +57,7 @@ def reference_loop(model, ids, seqlen):
         for i in range(n):
             x = ids[:, i * seqlen:(i + 1) * seqlen]
             lm_logits = model(x, use_cache=False).logits
+            lm_logits = lm_logits.float() if upcast else lm_logits
             shift_logits = lm_logits[:, :-1, :].contiguous()
             loss = nn.CrossEntropyLoss()(shift_logits.reshape(-1, shift_logits.size(-1)), x[:, 1:].reshape(-1))
             nlls.append(loss.float() * seqlen)
@@ -133,6 +134,7 @@ def run_case(name, model, ids, seqlen, device, repeats=1, engine_only=False):
     cases = [("engine", lambda: evaluate_ids(model, ids.numpy(), seqlen=seqlen, batch_size="auto"))]
     if not engine_only:
         cases += [("reference", lambda: reference_loop(model, dev_ids, seqlen)),
+                  ("reference-fp32-ce", lambda: reference_loop(model, dev_ids, seqlen, upcast=True)),
                   ("decoder", lambda: decoder_only(model, dev_ids, seqlen))]
     results = {}
     for label, fn in cases:
@@ -146,10 +148,13 @@ def run_case(name, model, ids, seqlen, device, repeats=1, engine_only=False):
         batch = 1
         if label == "engine":
             ppl, batch = ppl_from(out.window_nll, out.window_weight), out.batch_size
-        elif label == "reference":
+        elif label.startswith("reference"):
             ppl = out
         results[label] = (sec, peak, ppl, batch)
-    ref_ppl = results.get("reference", (None, None, None, None))[2]
+    # bf16 models: compare with the reference that also computes CE in float32; the plain
+    # reference's CE on bf16 logits carries its own rounding (reported too).
+    ref_key = "reference-fp32-ce" if device.type == "cuda" else "reference"
+    ref_ppl = results.get(ref_key, (None, None, None, None))[2]
     for label, (sec, peak, ppl, batch) in results.items():
         rows.append({
             "case": name, "run": label, "batch": batch, "seconds": round(sec, 4),
