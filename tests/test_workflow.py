@@ -1,0 +1,20 @@
+"""The GPU workflow is valid YAML with the jobs and steps the README promises."""
+
+from __future__ import annotations
+
+import yaml
+
+from conftest import ROOT
+
+
+def test_gpu_workflow_structure():
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "ppl-gpu.yml").read_text())
+    on = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare 'on' key as True
+    assert {"push", "pull_request", "workflow_dispatch"} <= set(on)
+    check, refresh = wf["jobs"]["perplexity"], wf["jobs"]["refresh-baselines"]
+    assert "self-hosted" in check["runs-on"] and "self-hosted" in refresh["runs-on"]
+    uses = [s.get("uses", "") for s in check["steps"]]
+    assert sum(u.startswith("actions/cache@") for u in uses) == 2
+    runs = " ".join(s.get("run", "") for s in check["steps"])
+    assert "--ppl-strict" in runs and "--ppl-baselines=" in runs and "GITHUB_STEP_SUMMARY" in runs
+    assert "--ppl-update-baselines" in " ".join(s.get("run", "") for s in refresh["steps"])
