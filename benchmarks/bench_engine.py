@@ -167,7 +167,7 @@ def run_case(name, model, ids, seqlen, device, repeats=1, engine_only=False):
     return rows
 
 
-def cpu_cases():
+def cpu_cases(quick: bool = False):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -176,8 +176,9 @@ def cpu_cases():
     tok = AutoTokenizer.from_pretrained(tiny)
     text = (ROOT / "fixtures" / "corpus" / "test.txt").read_text(encoding="utf-8")
     ids = torch.tensor(tok(text, verbose=False)["input_ids"])
-    rows = run_case("fixture tiny-llama", AutoModelForCausalLM.from_pretrained(tiny).eval(), ids, 256, device, repeats=3)
-    for name, shape in CPU_SHAPES.items():
+    rows = run_case("fixture tiny-llama", AutoModelForCausalLM.from_pretrained(tiny).eval(), ids, 256, device,
+                    repeats=1 if quick else 3)
+    for name, shape in ({} if quick else CPU_SHAPES).items():
         model = build(shape, device, torch.float32)
         gen = torch.Generator().manual_seed(1)
         rand = torch.randint(0, shape["vocab_size"], (shape["windows"] * shape["seqlen"],), generator=gen)
@@ -220,11 +221,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", choices=["cpu", "gpu"], default="cpu")
     ap.add_argument("--only", nargs="*", help="GPU shapes to run")
+    ap.add_argument("--quick", action="store_true", help="CPU: the fixture model only, one repeat (CI)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     import torch
 
-    rows = cpu_cases() if args.cases == "cpu" else gpu_cases(args.only)
+    rows = cpu_cases(args.quick) if args.cases == "cpu" else gpu_cases(args.only)
     machine = torch.cuda.get_device_name() if args.cases == "gpu" else platform.processor() or platform.machine()
     print(f"\n{time.strftime('%Y-%m-%d')}  {machine}  torch {torch.__version__}  threads {torch.get_num_threads()}")
     print(format_table(rows))
