@@ -34,11 +34,13 @@ def resolve_tokenizer(model, tokenizer=None):
 def evaluate(model, tokenizer=None, corpus: str | Corpus = "wikitext2", seqlen: int | None = None, *,
              protocol: str = "torch-pruning", stride: int | None = None, max_windows: int | None = None,
              batch_size="auto", device=None, dtype=None, cache_dir=None, use_cache: bool = True,
-             allow_long_seqlen: bool = False, progress=None, store: Store | None = None) -> PerplexityResult:
+             allow_long_seqlen: bool = False, progress=None, store: Store | None = None,
+             order=None, stop=None) -> PerplexityResult:
     """Perplexity of ``model`` on ``corpus`` under ``protocol`` (default: Torch-Pruning's).
 
     Tokens are cached on disk (``cache_dir``, ``$PYTEST_LLMPPL_CACHE_DIR`` or the user cache);
-    ``use_cache=False`` tokenizes afresh and writes nothing.
+    ``use_cache=False`` tokenizes afresh and writes nothing.  ``order``/``stop`` (used by early
+    verdicts) evaluate windows in that order and may end the run early.
     """
     tok = resolve_tokenizer(model, tokenizer)
     text = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
@@ -49,7 +51,7 @@ def evaluate(model, tokenizer=None, corpus: str | Corpus = "wikitext2", seqlen: 
     seqlen = resolve_seqlen(model, seqlen, allow_long_seqlen)
     out = evaluate_ids(model, ids, seqlen=seqlen, protocol=protocol, stride=stride,
                        max_windows=max_windows, cap=text.max_windows, batch_size=batch_size,
-                       device=device, dtype=dtype, progress=progress)
+                       device=device, dtype=dtype, progress=progress, order=order, stop=stop)
     return build_result(out, text, ids, seqlen, protocol, stride, info)
 
 

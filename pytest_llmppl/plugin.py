@@ -33,12 +33,14 @@ OPTIONS = {
     "baselines": "committed baselines JSON file to read (and write with --ppl-update-baselines)",
     "report": "write a JSON report to this file",
     "report_md": "write a markdown report (for $GITHUB_STEP_SUMMARY) to this file",
+    "confidence": "confidence of an early verdict with --ppl-early-stop (default 0.99)",
 }
 FLAGS = {
     "no_cache": "do not read or write the llmppl cache",
     "update_baselines": "measure baselines afresh and write them to --ppl-baselines",
     "strict": "a baseline missing from --ppl-baselines fails instead of being measured",
     "allow_long_seqlen": "allow seqlen beyond the model's max_position_embeddings",
+    "early_stop": "stop a check once its verdict is certain at --ppl-confidence (windows in a fixed random order)",
 }
 
 
@@ -123,6 +125,8 @@ def pytest_report_header(config):
         parts.append(f"baselines={s.baselines}{' (update)' if s.update_baselines else ''}{' (strict)' if s.strict else ''}")
     if s.no_cache:
         parts.append("cache=off")
+    if s.early_stop:
+        parts.append(f"early_stop@{s.confidence:g}")
     return "llmppl: " + " ".join(parts)
 
 

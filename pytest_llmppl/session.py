@@ -55,11 +55,33 @@ class PPLSession:
     _memo: dict = field(default_factory=dict)
 
     # -- measuring ------------------------------------------------------------
-    def measure(self, model, tokenizer, settings: Settings):
+    def measure(self, model, tokenizer, settings: Settings, **extra):
         from .api import evaluate
 
         return evaluate(model, tokenizer, store=self.store, use_cache=self.store is not None,
-                        **settings.engine_kwargs())
+                        **settings.engine_kwargs(), **extra)
+
+    def _early_rule(self, model, base, threshold: float, settings: Settings):
+        """An EarlyDecision and a fixed pseudo-random window order, when the baseline covers
+        every window of the same corpus/seqlen/protocol; else (None, None)."""
+        import random
+
+        from .corpus import load_corpus
+        from .engine import resolve_seqlen
+        from .stats import EarlyDecision
+
+        if not settings.early_stop or settings.max_windows is not None or not hasattr(base, "window_index"):
+            return None, None
+        same = (base.n_windows == base.n_windows_total and base.protocol == settings.protocol
+                and base.seqlen == resolve_seqlen(model, settings.seqlen, settings.allow_long_seqlen)
+                and base.corpus == load_corpus(settings.corpus).name)
+        if not same:
+            return None, None
+        idx = list(base.window_index)
+        rule = EarlyDecision(dict(zip(idx, base.window_nll)), dict(zip(idx, base.window_weight)), threshold,
+                             settings.confidence)
+        random.Random(0).shuffle(idx)
+        return rule, idx
 
     def _key(self, model, tokenizer, settings: Settings):
         from .api import resolve_tokenizer
@@ -148,22 +170,37 @@ class PPLSession:
         base_ppl = float(baseline)
         if not math.isfinite(base_ppl):
             raise PPLCheckFailure(f"the baseline perplexity is {base_ppl}: a baseline must be finite to compare against.")
-        result = self.measure(model, tokenizer, settings)
         threshold = budget.threshold(base_ppl)
+        rule, order = self._early_rule(model, base, threshold, settings)
+        stop = (lambda done, nlls: rule.update(done, nlls) is not None) if rule is not None else None
+        result = self.measure(model, tokenizer, settings, order=order, stop=stop)
+        early = rule is not None and result.subset and rule.verdict in ("pass", "fail")
+        measured = math.exp(rule.estimate[0]) if early else result.ppl
+        finite = result.finite and math.isfinite(measured)
         row = {
             "test": test, "kind": "check", "corpus": result.corpus, "seqlen": result.seqlen,
             "protocol": result.protocol, "n_windows": result.n_windows, "n_windows_total": result.n_windows_total,
-            "baseline": base_ppl, "measured": result.ppl if result.finite else None,
-            "delta": result.ppl - base_ppl if result.finite else None, "budget": str(budget),
+            "baseline": base_ppl, "measured": measured if finite else None,
+            "delta": measured - base_ppl if finite else None, "budget": str(budget),
             "threshold": threshold, "baseline_source": getattr(baseline, "source", "given"),
             "seconds": result.seconds, "device": result.device, "dtype": result.dtype,
         }
-        if result.finite and hasattr(base, "window_index") and tuple(base.window_index) == tuple(result.window_index):
-            row["paired"] = paired_delta(base.window_nll, base.window_weight, result.window_nll,
-                                         result.window_weight, result.n_windows_total).to_dict()
+        if early:
+            est, se = rule.estimate
+            row["early"] = {"decided_after": rule.decided_at, "of": rule.n_total, "confidence": rule.confidence,
+                            "estimate_ppl": measured, "ln_ppl_se": se, "z": rule.z}
+        if result.finite and hasattr(base, "window_index"):
+            wanted = set(result.window_index)
+            pairs = [(i, n, w) for i, n, w in zip(base.window_index, base.window_nll, base.window_weight) if i in wanted]
+            if len(pairs) == result.n_windows:
+                row["paired"] = paired_delta([p[1] for p in pairs], [p[2] for p in pairs], result.window_nll,
+                                             result.window_weight, result.n_windows_total).to_dict()
         where = (f"corpus {result.corpus}, seqlen {result.seqlen}, {result.n_windows}/{result.n_windows_total} "
                  f"windows, protocol {result.protocol}")
-        if not result.finite:
+        if early:
+            where += (f"; early verdict after {rule.decided_at}/{rule.n_total} windows at "
+                      f"{100 * rule.confidence:g}% confidence, PPL is an estimate")
+        if not finite:
             row["verdict"] = "nan"
             self.records.append(row)
             raise PPLCheckFailure(
@@ -171,16 +208,17 @@ class PPLSession:
                 f"[{where}]. A half-precision overflow after pruning is the usual cause: evaluate in "
                 "bfloat16/float32 (--ppl-dtype) or inspect the pruned layers."
             )
-        row["verdict"] = "pass" if result.ppl <= threshold else "fail"
+        passed = rule.verdict == "pass" if early else measured <= threshold
+        row["verdict"] = "pass" if passed else "fail"
         self.records.append(row)
-        if row["verdict"] == "fail":
-            over = result.ppl - threshold
+        if not passed:
+            over = measured - threshold
             paired = row.get("paired")
             noise = f"; paired dPPL {paired['delta_ppl']:+.4f} ± {paired['delta_ppl_se']:.4f} (SE)" if paired else ""
             raise PPLCheckFailure(
-                f"ppl_check: PPL {result.ppl:.4f} exceeds the threshold {threshold:.4f} by {over:.4f} "
+                f"ppl_check: PPL {measured:.4f} exceeds the threshold {threshold:.4f} by {over:.4f} "
                 f"(baseline {base_ppl:.4f} + budget {budget} = {threshold:.4f}; "
-                f"+{result.ppl - base_ppl:.4f}, {100 * (result.ppl / base_ppl - 1):+.2f}% vs baseline{noise}) "
+                f"+{measured - base_ppl:.4f}, {100 * (measured / base_ppl - 1):+.2f}% vs baseline{noise}) "
                 f"[{where}]"
             )
         return result

@@ -76,6 +76,16 @@ def parse_positive_int(raw, name: str, allow_none: bool = True):
     return value
 
 
+def parse_confidence(raw) -> float:
+    try:
+        value = float(str(raw))
+    except ValueError:
+        raise SettingsError(f"invalid confidence {raw!r}: use a number in (0.5, 1), e.g. 0.99") from None
+    if not 0.5 < value < 1.0:
+        raise SettingsError(f"invalid confidence {raw!r}: use a number in (0.5, 1), e.g. 0.99")
+    return value
+
+
 def parse_choice(raw, name: str, choices) -> str:
     value = str(raw).strip().lower()
     if value not in choices:
@@ -115,6 +125,8 @@ class Settings:
     report: str | None = None
     report_md: str | None = None
     allow_long_seqlen: bool = False
+    early_stop: bool = False
+    confidence: float = 0.99
 
     def with_overrides(self, **overrides) -> "Settings":
         """Per-call overrides (``ppl_of(model, tok, seqlen=128)``), validated like options."""
@@ -151,9 +163,11 @@ PARSERS = {
     "report": lambda v: None if v in (None, "") else str(v),
     "report_md": lambda v: None if v in (None, "") else str(v),
     "allow_long_seqlen": parse_bool,
+    "early_stop": parse_bool,
+    "confidence": lambda v: parse_confidence(v),
 }
 PER_CALL = ("corpus", "seqlen", "protocol", "stride", "batch_size", "max_windows", "device", "dtype",
-            "allow_long_seqlen")
+            "allow_long_seqlen", "early_stop", "confidence")
 ENV_PREFIX = "PYTEST_LLMPPL_"
 
 

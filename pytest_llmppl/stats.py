@@ -78,3 +78,102 @@ def paired_delta(base_nll, base_weight, cand_nll, cand_weight, n_total: int | No
         ln_ratio=mc - mb, ln_ratio_se=math.sqrt(var_d),
         delta_ppl_se_estimate=se_ppl * math.sqrt(f), ln_ratio_se_estimate=math.sqrt(var_d * f),
     )
+
+
+def normal_quantile(p: float) -> float:
+    """Inverse standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError("p must be in (0, 1)")
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+         -3.066479806614716e01, 2.506628277459239e00)
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+         -1.328068155288572e01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+         4.374664141464968e00, 2.938163982698783e00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    lo = 0.02425
+    if p < lo:
+        q = math.sqrt(-2 * math.log(p))
+        return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
+               ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    if p > 1 - lo:
+        return -normal_quantile(1 - p)
+    q = p - 0.5
+    r = q * q
+    return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / \
+           (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+
+
+def look_points(n_total: int, min_windows: int, growth: float = 1.5) -> list[int]:
+    """Window counts at which the early rule may decide: min_windows, then x1.5 each time, and N."""
+    points, n = [], max(2, min(min_windows, n_total))
+    while n < n_total:
+        points.append(n)
+        n = max(n + 1, int(math.ceil(n * growth)))
+    points.append(n_total)
+    return points
+
+
+class EarlyDecision:
+    """Sequential test of "candidate PPL <= threshold" against an exactly known baseline.
+
+    The full-corpus ln PPL of the candidate is ``M_b + D``, where ``M_b`` (the baseline's
+    weighted mean NLL over all N windows) is known exactly from the cache and ``D`` is the
+    weighted mean of the paired differences ``d_i`` over all N windows.  After n windows in
+    a fixed pseudo-random order, ``D`` is estimated by the ratio estimator
+    ``sum w_i d_i / sum w_i`` over the sample, with standard error
+    ``sqrt((1 - n/N) * s^2 / n)`` (s: SD of ``w_i (d_i - D_hat) / mean w``; finite-population
+    correction, so it is 0 at n = N).  At each look (``look_points``) the rule stops with PASS
+    if ``M_b + D_hat + z*SE < ln T`` and FAIL if ``M_b + D_hat - z*SE > ln T``, where
+    ``z = Phi^-1(1 - alpha / (2K))`` for K looks (Bonferroni over the looks, so the chance of
+    any wrong early verdict is at most alpha = 1 - confidence).  At n = N it is exact.
+    """
+
+    def __init__(self, base_nll: dict[int, float], base_weight: dict[int, float], threshold: float,
+                 confidence: float = 0.99, min_windows: int = 8):
+        if not 0.5 < confidence < 1.0:
+            raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
+        self.base_mean = {i: base_nll[i] / base_weight[i] for i in base_nll}
+        self.weight = dict(base_weight)
+        self.n_total = len(base_nll)
+        self.mb = math.fsum(base_nll.values()) / math.fsum(base_weight.values())
+        self.ln_t = math.log(threshold) if threshold > 0 else -math.inf
+        self.looks = look_points(self.n_total, max(min_windows, 2))
+        self.z = normal_quantile(1 - (1 - confidence) / (2 * len(self.looks)))
+        self.confidence = confidence
+        self.verdict: str | None = None
+        self.decided_at: int | None = None
+        self.estimate: tuple[float, float] | None = None
+        self._next = 0
+
+    def update(self, indices, nlls, weights=None) -> str | None:
+        """Feed all windows evaluated so far; returns "pass"/"fail" once decided, else None."""
+        n = len(indices)
+        if self.verdict is not None:
+            return self.verdict
+        if n < self.n_total and (self._next >= len(self.looks) or n < self.looks[self._next]):
+            return None
+        while self._next < len(self.looks) and self.looks[self._next] <= n:
+            self._next += 1  # batches may step over look points: each counts once
+        w = [self.weight[i] for i in indices]
+        d = [nll / wi - self.base_mean[i] for i, nll, wi in zip(indices, nlls, w)]
+        wsum = math.fsum(w)
+        d_hat = math.fsum(wi * di for wi, di in zip(w, d)) / wsum
+        if not math.isfinite(d_hat):
+            self.verdict, self.decided_at = "nan", n
+            return self.verdict
+        wbar = wsum / n
+        resid = [wi * (di - d_hat) / wbar for wi, di in zip(w, d)]
+        s2 = math.fsum(r * r for r in resid) / (n - 1) if n > 1 else math.inf
+        se = math.sqrt(fpc(n, self.n_total) * s2 / n) if n < self.n_total else 0.0
+        est = self.mb + d_hat
+        self.estimate = (est, se)
+        if est + self.z * se < self.ln_t:
+            self.verdict = "pass"
+        elif est - self.z * se > self.ln_t:
+            self.verdict = "fail"
+        elif n >= self.n_total:
+            self.verdict = "pass" if est <= self.ln_t else "fail"
+        if self.verdict is not None:
+            self.decided_at = n
+        return self.verdict

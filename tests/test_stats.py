@@ -1,0 +1,98 @@
+"""stats.py formulas against direct numpy computation on synthetic data."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from pytest_llmppl.stats import EarlyDecision, fpc, look_points, normal_quantile, paired_delta
+
+
+@pytest.fixture()
+def pair():
+    rng = np.random.default_rng(0)
+    b = rng.normal(2.0, 0.3, 90)
+    c = b + 0.05 + rng.normal(0, 0.02, 90)
+    return b, c
+
+
+def test_paired_delta_matches_numpy(pair):
+    b, c = pair
+    L = 128
+    pd = paired_delta((b * L).tolist(), [L] * 90, (c * L).tolist(), [L] * 90)
+    d = c - b
+    assert pd.ln_ratio == pytest.approx(d.mean(), rel=1e-12)
+    assert pd.ln_ratio_se == pytest.approx(d.std(ddof=1) / math.sqrt(90), rel=1e-12)
+    assert pd.delta_ppl == pytest.approx(math.exp(c.mean()) - math.exp(b.mean()), rel=1e-12)
+    cov = np.cov(np.vstack([c, b]), ddof=1) / 90
+    grad = np.array([math.exp(c.mean()), -math.exp(b.mean())])
+    assert pd.delta_ppl_se == pytest.approx(math.sqrt(grad @ cov @ grad), rel=1e-9)
+    # pairing: far less noise than either PPL alone
+    assert pd.delta_ppl_se < 0.2 * math.exp(c.mean()) * c.std(ddof=1) / math.sqrt(90)
+    assert pd.delta_ppl_se_estimate == 0 and pd.ln_ratio_se_estimate == 0  # every window in: exact
+
+
+def test_finite_population_correction(pair):
+    b, c = pair
+    pd = paired_delta(b[:30].tolist(), [1] * 30, c[:30].tolist(), [1] * 30, n_total=90)
+    assert pd.ln_ratio_se_estimate == pytest.approx(pd.ln_ratio_se * math.sqrt(1 - 30 / 90), rel=1e-12)
+    assert fpc(90, 90) == 0 and fpc(0, 90) == 1
+
+
+@pytest.mark.parametrize("p", [1e-6, 0.001, 0.02, 0.3, 0.5, 0.9, 0.999, 1 - 1e-7])
+def test_normal_quantile_matches_scipy(p):
+    assert normal_quantile(p) == pytest.approx(sps.norm.ppf(p), abs=1e-8)
+
+
+def test_look_points():
+    pts = look_points(140, 8)
+    assert pts[0] == 8 and pts[-1] == 140 and pts == sorted(set(pts))
+    assert all(b <= math.ceil(a * 1.5) for a, b in zip(pts, pts[1:-1]))
+
+
+def _rule(b, threshold, confidence=0.99):
+    return EarlyDecision({i: x for i, x in enumerate(b)}, {i: 1.0 for i in range(len(b))}, threshold, confidence)
+
+
+def test_early_rule_is_exact_at_the_end(pair):
+    b, c = pair
+    true = c.mean()
+    for ln_t, want in ((true + 1e-9, "pass"), (true - 1e-9, "fail")):
+        rule = _rule(b.tolist(), math.exp(ln_t))
+        order = list(range(90))
+        random.Random(3).shuffle(order)
+        verdict = None
+        for k in range(1, 91):
+            verdict = rule.update(order[:k], [c[i] for i in order[:k]])
+            if verdict:
+                break
+        assert verdict == want and rule.decided_at == 90 and rule.estimate[1] == 0
+
+
+def test_early_rule_decides_early_far_from_threshold(pair):
+    b, c = pair
+    for ln_t, want in ((c.mean() + 0.2, "pass"), (c.mean() - 0.2, "fail")):
+        rule = _rule(b.tolist(), math.exp(ln_t))
+        order = list(range(90))
+        verdict = None
+        for k in range(1, 91):
+            verdict = rule.update(order[:k], [c[i] for i in order[:k]])
+            if verdict:
+                break
+        assert verdict == want and rule.decided_at < 20
+
+
+def test_early_rule_boundary_formula(pair):
+    b, c = pair
+    rule = _rule(b.tolist(), math.exp(c.mean() + 0.5))
+    n = 8
+    rule.update(list(range(n)), c[:n].tolist())
+    d = c[:n] - b[:n]
+    se = math.sqrt((1 - n / 90) * d.var(ddof=1) / n)
+    assert rule.estimate[0] == pytest.approx(b.mean() + d.mean(), rel=1e-12)
+    assert rule.estimate[1] == pytest.approx(se, rel=1e-12)
+    assert rule.z == pytest.approx(sps.norm.ppf(1 - 0.01 / (2 * len(rule.looks))), abs=1e-8)
