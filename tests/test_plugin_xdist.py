@@ -43,3 +43,31 @@ def test_xdist_update_baselines_written_by_controller(pytester):
     data = json.loads(path.read_text())
     assert len(data["baselines"]) == 1
     pytester.runpytest("-n2", f"--ppl-baselines={path}", "--ppl-strict").assert_outcomes(passed=4, failed=2)
+
+
+def test_repeated_n4_runs_keep_a_valid_cache(pytester):
+    """Stress: -n 4 runs sharing one cache, repeated; verdicts stay those of a serial run."""
+    import warnings
+
+    from pytest_llmppl.cache import Store
+
+    project(pytester, SUITE)
+    serial = pytester.runpytest("--ppl-report=serial.json", "--ppl-no-cache").parseoutcomes()
+    want = sorted((r["test"], r["verdict"]) for r in report(pytester, "serial.json")["records"] if r["kind"] == "check")
+    for i in range(3):
+        if i == 1:  # corrupt the shared baseline between runs: it is rebuilt, verdicts unchanged
+            (entry,) = (pytester.path / "shared").glob("baselines/*/*.entry")
+            entry.write_bytes(entry.read_bytes()[:-40])
+        run = pytester.runpytest("-n4", "--ppl-cache-dir=shared", f"--ppl-report=run{i}.json")
+        outcomes = run.parseoutcomes()
+        assert (outcomes["passed"], outcomes["failed"]) == (serial["passed"], serial["failed"])
+        if i == 1:
+            assert outcomes.get("warnings", 0) >= 1  # the corrupted entry was reported
+        got = sorted((r["test"], r["verdict"]) for r in report(pytester, f"run{i}.json")["records"] if r["kind"] == "check")
+        assert got == want
+    store = Store(pytester.path / "shared")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for ns in ("baselines", "tokens"):
+            for entry in (pytester.path / "shared" / ns).glob("*/*.entry"):
+                assert store.get_bytes(ns, entry.stem) is not None
