@@ -76,6 +76,8 @@ def check_causal_lm(model) -> None:
             f"{name} is not a causal language model; perplexity needs a decoder-only LM "
             "(load it with AutoModelForCausalLM)."
         )
+    if getattr(model, "hf_device_map", None):
+        return  # accelerate-dispatched: offloaded weights sit on "meta" and are loaded by hooks
     for pname, p in model.named_parameters():
         if p.is_meta:
             raise ModelError(

@@ -17,7 +17,6 @@ from .settings import PARSERS, parse_budget, resolve
 
 _SESSION = pytest.StashKey()
 _RECORDS = pytest.StashKey()
-_COLLECTED = pytest.StashKey()
 
 OPTIONS = {
     "budget": "allowed PPL rise over the baseline: absolute (2.0) or relative (5%%)",
@@ -27,7 +26,7 @@ OPTIONS = {
     "stride": "stride for --ppl-protocol=sliding",
     "batch_size": "windows per forward: N or auto",
     "max_windows": "evaluate an evenly spread subset of N windows (an estimate)",
-    "device": "evaluate on this device (cpu, cuda, cuda:1)",
+    "device": "evaluate on this device (cpu, cuda, cuda:1, or auto: one GPU per xdist worker, else cuda:0, else cpu)",
     "dtype": "auto | float32 | bfloat16 | float16 (lower than the weights: autocast)",
     "cache_dir": "where tokens and baselines are cached (default: .pytest_cache/d/llmppl)",
     "baselines": "committed baselines JSON file to read (and write with --ppl-update-baselines)",
@@ -66,14 +65,26 @@ def pytest_configure(config):
         file = load_file(settings)
     except LLMPPLError as exc:
         raise pytest.UsageError(f"pytest-llmppl: {exc}") from None
+    if settings.device == "auto":
+        settings = dataclasses.replace(settings, device=_auto_device(config))
     if settings.update_baselines and not settings.baselines:
         raise pytest.UsageError("pytest-llmppl: --ppl-update-baselines needs --ppl-baselines=FILE to write to")
     config.stash[_SESSION] = PPLSession(settings, store=None, file=file)
     config.stash[_RECORDS] = []
-    config.stash[_COLLECTED] = False
 
 
 _INI_PATHS = ("baselines", "cache_dir", "report", "report_md")
+
+
+def _auto_device(config) -> str:
+    """Pin this process to its GPU (one per xdist worker) before CUDA is initialised."""
+    from .devices import pick_device, visible_gpus
+
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    device, pin = pick_device(worker, visible_gpus())
+    if pin is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = pin
+    return device
 
 
 def _ini(config, name):

@@ -153,7 +153,7 @@ PARSERS = {
     "stride": lambda v: parse_positive_int(v, "stride"),
     "batch_size": parse_batch_size,
     "max_windows": lambda v: parse_positive_int(v, "max_windows"),
-    "device": lambda v: None if v in (None, "", "auto") else str(v),
+    "device": lambda v: None if v in (None, "") else str(v),
     "dtype": lambda v: parse_choice(v, "dtype", DTYPES),
     "cache_dir": lambda v: None if v in (None, "") else str(v),
     "no_cache": parse_bool,
