@@ -24,7 +24,7 @@ PLAIN_HEAD_TYPES = frozenset({
 })
 # Config keys that mean the head does more than a linear layer.
 HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-LOGITS_CHUNK_BYTES = 256 * 2**20
+LOGITS_CHUNK_BYTES = 128 * 2**20  # float32 log-probs per chunk: bounds the head's memory
 DEFAULT_MAX_SEQLEN = 4096
 CUDA_TOKENS_PER_BATCH = 2048
 CPU_START_TOKENS = 1024  # CPU auto starts near this many tokens per forward, then grows while faster
@@ -150,6 +150,7 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
     cast = _autocast_dtype(model, dtype)
     t0 = time.perf_counter()
     nll: dict[int, float] = {}
+    pending: list = []
     forwarded = 0
     with _evaluation_mode(model, run_device) as in_device:
         stream = torch.as_tensor(ids, dtype=torch.long)
@@ -168,10 +169,11 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
                     raise
                 _empty_cache(in_device)
                 continue
-            sums = _window_sums(ce, [windows[i].score_from for i in group])
-            for i, s in zip(group, sums):
-                w = windows[i]
-                nll[i] = s / (w.length - 1) * w.length if protocol == "torch-pruning" else s
+            pending.append((group, _window_sums(ce, [windows[i].score_from for i in group])))
+            # Reading sums back to the host waits for the GPU; without a stop rule (or a CPU
+            # batch sizer that needs timings) they stay on the device, so the queue stays full.
+            if stop is not None or not sizer.settled:
+                _collect(pending, nll, windows, protocol)
             forwarded += batch.numel()
             sizer.record(len(group), batch.numel(), time.perf_counter() - tb)
             pos += len(group)
@@ -179,6 +181,7 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
                 progress(pos, len(chosen))
             if stop is not None and stop([i for i in chosen[:pos]], [nll[i] for i in chosen[:pos]]):
                 break
+        _collect(pending, nll, windows, protocol)
         _empty_cache(in_device)
     done = sorted(nll)
     return EngineOutput(
@@ -240,11 +243,23 @@ def token_ce(model, batch, path: str = "full"):
     return ce
 
 
-def _window_sums(ce, score_from: list[int]) -> list[float]:
+def _window_sums(ce, score_from: list[int]):
+    """Float64 sum of each window's scored CE, as a device tensor (no host sync)."""
+    import torch
+
     ce64 = ce.double()
     if all(s == 1 for s in score_from):
-        return ce64.sum(dim=1).tolist()
-    return [float(ce64[b, s - 1:].sum()) for b, s in enumerate(score_from)]
+        return ce64.sum(dim=1)
+    return torch.stack([ce64[b, s - 1:].sum() for b, s in enumerate(score_from)])
+
+
+def _collect(pending: list, nll: dict, windows: list[Window], protocol: str) -> None:
+    """Move pending per-window sums to the host as window NLLs."""
+    for group, sums in pending:
+        for i, total in zip(group, sums.tolist()):
+            w = windows[i]
+            nll[i] = total / (w.length - 1) * w.length if protocol == "torch-pruning" else total
+    pending.clear()
 
 
 def _same_length_prefix(windows: list[Window], idx: list[int]) -> list[int]:
