@@ -25,6 +25,7 @@ PLAIN_HEAD_TYPES = frozenset({
 # Config keys that mean the head does more than a linear layer.
 HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 LOGITS_CHUNK_BYTES = 128 * 2**20  # float32 log-probs per chunk: bounds the head's memory
+FUSED_CHUNK_BYTES = 256 * 2**20  # half-precision logits per chunk on the fused CUDA path
 DEFAULT_MAX_SEQLEN = 4096
 CUDA_TOKENS_PER_BATCH = 2048
 CPU_START_TOKENS = 1024  # CPU auto starts near this many tokens per forward, then grows while faster
@@ -229,18 +230,46 @@ def token_ce(model, batch, path: str = "full"):
             )
         vocab = logits.shape[-1]
         source = lambda s, e: logits[:, s:e]  # noqa: E731
-    step = max(1, LOGITS_CHUNK_BYTES // (4 * vocab * batch.shape[0]))
+    fused = _fused_enabled(batch.device)
+    if fused:  # no float32 intermediate: chunks sized by the model-dtype logits alone
+        step = max(1, FUSED_CHUNK_BYTES // (2 * vocab * batch.shape[0]))
+    else:
+        step = max(1, LOGITS_CHUNK_BYTES // (4 * vocab * batch.shape[0]))
     ce = torch.empty(batch.shape[0], n_pos, dtype=torch.float32, device=batch.device)
     for s in range(0, n_pos, step):
         e = min(n_pos, s + step)
         lg = source(s, e)
         tgt = labels[:, s:e].to(lg.device)
-        # log_softmax reads half-precision logits and computes/writes float32 in one kernel
-        # (no separate upcast copy); the NLL is then a gather.
-        logp = F.log_softmax(lg, dim=-1, dtype=torch.float32)
-        ce[:, s:e] = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).to(ce.device)
-        del logp, lg
+        if fused and _fused_ce().available(lg):
+            rows = _fused_ce().cross_entropy(lg.reshape(-1, vocab), tgt.reshape(-1))
+            ce[:, s:e] = rows.view(tgt.shape).to(ce.device)
+        else:
+            # log_softmax reads half-precision logits and writes float32 in one kernel
+            # (no separate upcast copy); the NLL is then a gather.
+            logp = F.log_softmax(lg, dim=-1, dtype=torch.float32)
+            ce[:, s:e] = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).to(ce.device)
+            del logp
+        del lg
     return ce
+
+
+def _fused_ce():
+    from . import fused_ce
+
+    return fused_ce
+
+
+def _fused_enabled(device) -> bool:
+    """The fused Triton CE applies on CUDA (unless PYTEST_LLMPPL_FUSED_CE=0)."""
+    import os
+
+    if device.type != "cuda" or os.environ.get("PYTEST_LLMPPL_FUSED_CE", "1") == "0":
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _window_sums(ce, score_from: list[int]):

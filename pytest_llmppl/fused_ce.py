@@ -1,0 +1,73 @@
+"""Float32 cross-entropy straight from half-precision logits, in one pass (CUDA, Triton).
+
+``ce[r] = logsumexp(logits[r, :]) - logits[r, target[r]]`` with an online max/sum in
+float32: the logits are read once and no float32 copy or log-prob tensor is written, so
+the loss costs a read of the logits instead of an upcast plus a log-softmax.  Used by
+the engine on CUDA when Triton is importable; everywhere else (and with
+``PYTEST_LLMPPL_FUSED_CE=0``) the engine uses ``log_softmax(dtype=float32)``.
+NaN or inf logits give a NaN loss, as the torch path does.
+"""
+
+from __future__ import annotations
+
+import os
+
+_KERNEL = None
+
+
+def available(logits) -> bool:
+    """Whether the fused kernel can take these logits."""
+    if os.environ.get("PYTEST_LLMPPL_FUSED_CE", "1") == "0":
+        return False
+    if logits.device.type != "cuda" or logits.stride(-1) != 1:
+        return False
+    import torch
+
+    if logits.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _build():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def kernel(logits_ptr, row_stride, target_ptr, out_ptr, vocab, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        base = logits_ptr + row * row_stride
+        m = tl.full([BLOCK], float("-inf"), tl.float32)
+        s = tl.zeros([BLOCK], tl.float32)
+        for start in range(0, vocab, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            x = tl.load(base + cols, mask=cols < vocab, other=float("-inf")).to(tl.float32)
+            m_new = tl.maximum(m, x)
+            alpha = tl.where(m == m_new, 1.0, tl.exp(m - m_new))
+            beta = tl.where(x == float("-inf"), 0.0, tl.exp(x - m_new))
+            s = s * alpha + beta
+            m = m_new
+        mx = tl.max(m, 0)
+        total = tl.sum(tl.where(m == float("-inf"), 0.0, s * tl.exp(m - mx)), 0)
+        target = tl.load(target_ptr + row)
+        picked = tl.load(base + target).to(tl.float32)
+        tl.store(out_ptr + row, mx + tl.log(total) - picked)
+
+    return kernel
+
+
+def cross_entropy(logits, targets):
+    """Per-row float32 CE of a [rows, vocab] logits matrix (rows contiguous in the last dim)."""
+    import torch
+
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = _build()
+    rows, vocab = logits.shape
+    out = torch.empty(rows, dtype=torch.float32, device=logits.device)
+    if rows:
+        _KERNEL[(rows,)](logits, logits.stride(0), targets.contiguous(), out, vocab, BLOCK=4096, num_warps=8)
+    return out
