@@ -154,13 +154,15 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
     pending: list = []
     forwarded = 0
     with _evaluation_mode(model, run_device) as in_device:
-        stream = torch.as_tensor(ids, dtype=torch.long)
+        # The whole stream goes to the device once: a host-to-device copy per batch from
+        # pageable memory would make the host wait for the GPU before every forward.
+        stream = torch.as_tensor(ids, dtype=torch.long).to(in_device)
         sizer = BatchSizer(batch_size, in_device, model, seqlen)
         pos = 0
         while pos < len(chosen):
             bs = sizer.next_size()
             group = _same_length_prefix(windows, chosen[pos:pos + bs])
-            batch = torch.stack([stream[windows[i].start:windows[i].end] for i in group]).to(in_device)
+            batch = torch.stack([stream[windows[i].start:windows[i].end] for i in group])
             tb = time.perf_counter()
             try:
                 with (torch.autocast(in_device.type, dtype=cast) if cast is not None else nullcontext()):
