@@ -35,12 +35,13 @@ def evaluate(model, tokenizer=None, corpus: str | Corpus = "wikitext2", seqlen: 
              protocol: str = "torch-pruning", stride: int | None = None, max_windows: int | None = None,
              batch_size="auto", device=None, dtype=None, cache_dir=None, use_cache: bool = True,
              allow_long_seqlen: bool = False, progress=None, store: Store | None = None,
-             order=None, stop=None) -> PerplexityResult:
+             order=None, stop=None, top1: bool = False) -> PerplexityResult:
     """Perplexity of ``model`` on ``corpus`` under ``protocol`` (default: Torch-Pruning's).
 
     Tokens are cached on disk (``cache_dir``, ``$PYTEST_LLMPPL_CACHE_DIR`` or the user cache);
     ``use_cache=False`` tokenizes afresh and writes nothing.  ``order``/``stop`` (used by early
-    verdicts) evaluate windows in that order and may end the run early.
+    verdicts) evaluate windows in that order and may end the run early.  ``top1=True`` keeps
+    each scored position's argmax in ``result.extra["top1"]`` (window -> int32 array).
     """
     tok = resolve_tokenizer(model, tokenizer)
     text = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
@@ -51,7 +52,8 @@ def evaluate(model, tokenizer=None, corpus: str | Corpus = "wikitext2", seqlen: 
     seqlen = resolve_seqlen(model, seqlen, allow_long_seqlen)
     out = evaluate_ids(model, ids, seqlen=seqlen, protocol=protocol, stride=stride,
                        max_windows=max_windows, cap=text.max_windows, batch_size=batch_size,
-                       device=device, dtype=dtype, progress=progress, order=order, stop=stop)
+                       device=device, dtype=dtype, progress=progress, order=order, stop=stop,
+                       want_argmax=top1)
     return build_result(out, text, ids, seqlen, protocol, stride, info)
 
 
@@ -73,5 +75,5 @@ def build_result(out, corpus: Corpus, ids, seqlen: int, protocol: str, stride, i
         device=out.device,
         dtype=out.dtype,
         batch_size=out.batch_size,
-        extra={**info, "head_path": out.head_path},
+        extra={**info, "head_path": out.head_path, **({"top1": out.top1} if out.top1 is not None else {})},
     )

@@ -20,6 +20,7 @@ from .fingerprint import digest
 
 FILE_FORMAT = "pytest-llmppl baselines v1"
 NAMESPACE = "baselines"
+TOP1_NAMESPACE = "top1"
 ENTRY_FIELDS = {
     "ppl": (int, float), "corpus": str, "protocol": str, "seqlen": int, "n_tokens": int,
     "n_windows_total": int, "window_index": list, "window_nll": list, "window_weight": list,
@@ -63,7 +64,7 @@ def entry_to_result(entry: dict):
         n_windows_total=entry["n_windows_total"], window_index=tuple(entry["window_index"]),
         window_nll=tuple(float(x) for x in entry["window_nll"]),
         window_weight=tuple(entry["window_weight"]), seconds=float(entry.get("seconds", 0.0)),
-        device=entry["device"], dtype=entry["dtype"], extra={"argmax": entry.get("argmax")},
+        device=entry["device"], dtype=entry["dtype"],
     )
 
 
@@ -140,3 +141,23 @@ class BaselinesFile:
         body = ",\n".join(blocks)
         return f'{{\n "format": {json.dumps(FILE_FORMAT)},\n "baselines": {{\n{body}\n }}\n}}\n'
 
+
+
+def pack_top1(top1: dict):
+    """window -> int32 array  as  (one int32 array, metadata with the windows and lengths)."""
+    import numpy as np
+
+    windows = sorted(top1)
+    data = np.concatenate([top1[i] for i in windows]).astype(np.int32) if windows else np.zeros(0, np.int32)
+    return data, {"windows": windows, "lengths": [int(len(top1[i])) for i in windows]}
+
+
+def unpack_top1(meta: dict, data) -> dict | None:
+    windows, lengths = meta.get("windows"), meta.get("lengths")
+    if not isinstance(windows, list) or not isinstance(lengths, list) or sum(lengths) != len(data):
+        return None
+    out, pos = {}, 0
+    for i, n in zip(windows, lengths):
+        out[i] = data[pos:pos + n]
+        pos += n
+    return out

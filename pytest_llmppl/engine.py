@@ -43,6 +43,7 @@ class EngineOutput:
     device: str
     dtype: str
     extra: dict = field(default_factory=dict)
+    top1: dict | None = None  # window -> int32 array of top-1 predictions at its scored positions
 
 
 def resolve_seqlen(model, seqlen: int | None, allow_long: bool = False) -> int:
@@ -122,11 +123,12 @@ def head_path(model) -> str:
 def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", stride: int | None = None,
                  max_windows: int | None = None, cap: int | None = None, batch_size="auto",
                  device=None, dtype=None, head: str = "auto", progress=None,
-                 order: list[int] | None = None, stop=None) -> EngineOutput:
+                 order: list[int] | None = None, stop=None, want_argmax: bool = False) -> EngineOutput:
     """Per-window NLLs of ``model`` on the token stream ``ids`` (1-D int array).
 
     ``order`` evaluates the chosen windows in that order (results still returned in
-    corpus order); ``stop(done_indices, nlls)`` may end the run early (returns True).
+    corpus order); ``stop(done_indices, nlls)`` may end the run early (returns True);
+    ``want_argmax`` also returns each scored position's top-1 prediction (``top1``).
     """
     import numpy as np
     import torch
@@ -151,6 +153,7 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
     cast = _autocast_dtype(model, dtype)
     t0 = time.perf_counter()
     nll: dict[int, float] = {}
+    tops: dict = {}
     pending: list = []
     forwarded = 0
     with _evaluation_mode(model, run_device) as in_device:
@@ -166,13 +169,17 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
             tb = time.perf_counter()
             try:
                 with (torch.autocast(in_device.type, dtype=cast) if cast is not None else nullcontext()):
-                    ce = token_ce(model, batch, path)
+                    out_ce = token_ce(model, batch, path, argmax=want_argmax)
+                    ce, top = out_ce if want_argmax else (out_ce, None)
             except torch.OutOfMemoryError:
                 if not sizer.shrink():
                     raise
                 _empty_cache(in_device)
                 continue
             pending.append((group, _window_sums(ce, [windows[i].score_from for i in group])))
+            if top is not None:
+                for b, i in enumerate(group):
+                    tops[i] = top[b, windows[i].score_from - 1:]
             # Reading sums back to the host waits for the GPU; without a stop rule (or a CPU
             # batch sizer that needs timings) they stay on the device, so the queue stays full.
             if stop is not None or not sizer.settled:
@@ -198,11 +205,13 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
         device=str(in_device),
         dtype=str(cast or _param_dtype(model)).replace("torch.", ""),
         extra={"n_windows_total": len(windows), "n_chosen": len(chosen)},
+        top1={i: tops[i].cpu().numpy() for i in done} if want_argmax else None,
     )
 
 
-def token_ce(model, batch, path: str = "full"):
-    """Float32 CE of each next-token prediction: shape [B, L-1]."""
+def token_ce(model, batch, path: str = "full", argmax: bool = False):
+    """Float32 CE of each next-token prediction: shape [B, L-1].  With ``argmax=True`` returns
+    (ce, top-1 prediction ids as int32 [B, L-1])."""
     import torch
     import torch.nn.functional as F
 
@@ -238,6 +247,7 @@ def token_ce(model, batch, path: str = "full"):
     else:
         step = max(1, LOGITS_CHUNK_BYTES // (4 * vocab * batch.shape[0]))
     ce = torch.empty(batch.shape[0], n_pos, dtype=torch.float32, device=batch.device)
+    top = torch.empty(batch.shape[0], n_pos, dtype=torch.int32, device=batch.device) if argmax else None
     for s in range(0, n_pos, step):
         e = min(n_pos, s + step)
         lg = source(s, e)
@@ -251,8 +261,10 @@ def token_ce(model, batch, path: str = "full"):
             logp = F.log_softmax(lg, dim=-1, dtype=torch.float32)
             ce[:, s:e] = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).to(ce.device)
             del logp
+        if top is not None:
+            top[:, s:e] = lg.argmax(dim=-1).to(torch.int32).to(top.device)
         del lg
-    return ce
+    return (ce, top) if argmax else ce
 
 
 def _fused_ce():

@@ -6,7 +6,7 @@ import json
 import math
 import os
 
-COLUMNS = ("test", "corpus", "seqlen", "baseline", "measured", "Δ", "budget", "verdict", "source", "seconds")
+COLUMNS = ("test", "corpus", "seqlen", "baseline", "measured", "Δ", "top-1", "budget", "verdict", "source", "seconds")
 
 
 def _num(x, digits: int = 4) -> str:
@@ -27,6 +27,11 @@ def _delta(row: dict) -> str:
     return text
 
 
+def _top1(row: dict) -> str:
+    t = row.get("top1")
+    return f"{100 * t['share']:.1f}% ± {100 * t['se']:.1f}" if t else ""
+
+
 def _short(corpus: str) -> str:
     """A file corpus by its name only (the JSON report keeps the full path)."""
     return os.path.basename(corpus) if os.sep in corpus else corpus
@@ -44,7 +49,7 @@ def table_rows(records: list[dict]) -> list[tuple[str, ...]]:
         out.append((
             r.get("test", ""), _short(r.get("corpus", "")) + (f" [{windows} windows]" if windows else ""),
             str(r.get("seqlen", "")), _num(r.get("baseline")) if r.get("baseline") is not None or r.get("kind") != "measure" else "",
-            _num(r.get("measured")) if r.get("kind") != "baseline" else "", _delta(r), r.get("budget", ""),
+            _num(r.get("measured")) if r.get("kind") != "baseline" else "", _delta(r), _top1(r), r.get("budget", ""),
             r.get("verdict", "").upper() if r.get("verdict") in ("pass", "fail", "nan") else r.get("verdict", ""),
             r.get("baseline_source", ""), f"{r.get('seconds', 0.0):.2f}",
         ))
@@ -70,9 +75,9 @@ def markdown(records: list[dict], header: str = "") -> str:
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "|".join("---" if c in ("test", "corpus", "verdict", "source") else "---:" for c in COLUMNS) + "|")
     for row in table_rows(records):
-        verdict = row[7]
+        verdict = row[8]
         icon = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "NAN": "❌ NAN"}.get(verdict, verdict)
-        lines.append("| " + " | ".join(cell(c) for c in (*row[:7], icon, *row[8:])) + " |")
+        lines.append("| " + " | ".join(cell(c) for c in (*row[:8], icon, *row[9:])) + " |")
     counts = summary_counts(records)
     lines += ["", f"{counts['pass']} passed, {counts['fail']} failed, {counts['nan']} not finite, "
               f"{counts['baseline']} baselines ({counts['baseline_measured']} measured)."]

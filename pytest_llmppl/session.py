@@ -13,7 +13,17 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-from .baselines import NAMESPACE, BaselineKey, BaselinesFile, baseline_key, entry_to_result, result_to_entry
+from .baselines import (
+    NAMESPACE,
+    TOP1_NAMESPACE,
+    BaselineKey,
+    BaselinesFile,
+    baseline_key,
+    entry_to_result,
+    pack_top1,
+    result_to_entry,
+    unpack_top1,
+)
 from .errors import BaselineError
 from .settings import Budget, Settings
 
@@ -34,6 +44,7 @@ class Baseline:
     source: str  # memory | file | cache | measured
     key: BaselineKey
     model: str = ""
+    top1: dict | None = None  # window -> the dense model's argmax at each scored position
 
     def __float__(self) -> float:
         return float(self.result.ppl)
@@ -111,16 +122,20 @@ class PPLSession:
         if found is None and self.store is not None and not self.settings.update_baselines:
             entry = self.store.get_json(NAMESPACE, key.cache)
             if entry is not None:
-                found = Baseline(entry_to_result(entry), "cache", key, name)
+                found = Baseline(entry_to_result(entry), "cache", key, name, self._cached_top1(key))
         if found is None:
             found = self._measure_baseline(model, tok, settings, key, name)
-        else:
-            found = Baseline(found.result, found.source if found.key == key else found.source, key, name)
-        self._memo[key.cache] = Baseline(found.result, "memory", key, name)
+        self._memo[key.cache] = Baseline(found.result, "memory", key, name, found.top1)
         if self.file is not None and self.settings.update_baselines and found.source == "measured":
             self.file.record(key.content, result_to_entry(found.result, model=name, test=test))
         self.records.append(_baseline_row(test, found, time.perf_counter() - t0))
         return found
+
+    def _cached_top1(self, key: BaselineKey):
+        if self.store is None:
+            return None
+        hit = self.store.get_array(TOP1_NAMESPACE, key.cache)
+        return unpack_top1(hit[0], hit[1]) if hit is not None else None
 
     def _from_file(self, key: BaselineKey, device_type: str, settings: Settings, name: str):
         if self.file is None or self.settings.update_baselines:
@@ -147,19 +162,24 @@ class PPLSession:
 
     def _measure_baseline(self, model, tok, settings, key: BaselineKey, name: str) -> Baseline:
         if self.store is None:
-            return Baseline(self.measure(model, tok, settings), "measured", key, name)
+            result = self.measure(model, tok, settings, top1=True)
+            return Baseline(result, "measured", key, name, result.extra.get("top1"))
         path = self.store.path(NAMESPACE, key.cache)
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.store.lock(path.with_suffix(".measure"), timeout=3600):
             if not self.settings.update_baselines:
                 entry = self.store.get_json(NAMESPACE, key.cache)  # another worker may have just measured it
                 if entry is not None:
-                    return Baseline(entry_to_result(entry), "cache", key, name)
-            result = self.measure(model, tok, settings)
+                    return Baseline(entry_to_result(entry), "cache", key, name, self._cached_top1(key))
+            result = self.measure(model, tok, settings, top1=True)
+            top1 = result.extra.get("top1")
             if result.finite:
+                if top1 is not None:  # written first: the baseline entry is what readers look for
+                    data, meta = pack_top1(top1)
+                    self.store.put_array(TOP1_NAMESPACE, key.cache, data, meta)
                 self.store.put_json(NAMESPACE, key.cache, result_to_entry(result, model=name),
                                     {"kind": "baseline", "model": name})
-        return Baseline(result, "measured", key, name)
+        return Baseline(result, "measured", key, name, top1)
 
     # -- checks -----------------------------------------------------------------
     def check(self, model, tokenizer=None, *, baseline, budget: Budget, test: str = "", **overrides):
@@ -173,7 +193,8 @@ class PPLSession:
         threshold = budget.threshold(base_ppl)
         rule, order = self._early_rule(model, base, threshold, settings)
         stop = (lambda done, nlls: rule.update(done, nlls) is not None) if rule is not None else None
-        result = self.measure(model, tokenizer, settings, order=order, stop=stop)
+        base_top1 = getattr(baseline, "top1", None)
+        result = self.measure(model, tokenizer, settings, order=order, stop=stop, top1=base_top1 is not None)
         early = rule is not None and result.subset and rule.verdict in ("pass", "fail")
         measured = math.exp(rule.estimate[0]) if early else result.ppl
         finite = result.finite and math.isfinite(measured)
@@ -195,6 +216,13 @@ class PPLSession:
             if len(pairs) == result.n_windows:
                 row["paired"] = paired_delta([p[1] for p in pairs], [p[2] for p in pairs], result.window_nll,
                                              result.window_weight, result.n_windows_total).to_dict()
+        if base_top1 is not None and result.extra.get("top1"):
+            from .stats import top1_agreement
+
+            try:
+                row["top1"] = top1_agreement(base_top1, result.extra["top1"])
+            except ValueError:
+                pass
         where = (f"corpus {result.corpus}, seqlen {result.seqlen}, {result.n_windows}/{result.n_windows_total} "
                  f"windows, protocol {result.protocol}")
         if early:

@@ -177,3 +177,26 @@ class EarlyDecision:
         if self.verdict is not None:
             self.decided_at = n
         return self.verdict
+
+
+def top1_agreement(base_top1: dict, cand_top1: dict, n_total: int | None = None) -> dict:
+    """Share of scored tokens where the candidate's argmax equals the baseline's.
+
+    share = sum_i matches_i / sum_i tokens_i over the common windows; SE from the
+    per-window shares a_i as a ratio estimator, sqrt(sum (t_i (a_i - share))^2 / (n (n-1))) / mean t
+    (tokens inside a window are correlated, windows are the independent units).
+    """
+    common = sorted(set(base_top1) & set(cand_top1))
+    if not common:
+        raise ValueError("no common windows")
+    match = [int((base_top1[i] == cand_top1[i]).sum()) for i in common]
+    tokens = [len(base_top1[i]) for i in common]
+    total = sum(tokens)
+    share = sum(match) / total
+    n = len(common)
+    tbar = total / n
+    if n > 1:
+        var = math.fsum(((m - share * t) / tbar) ** 2 for m, t in zip(match, tokens)) / (n * (n - 1))
+    else:
+        var = 0.0
+    return {"share": share, "se": math.sqrt(var), "tokens": total, "windows": n}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -157,3 +159,13 @@ def test_result_fields(tiny_model, tiny_tokenizer, cache_dir):
     assert r.to_dict()["finite"] is True
     # far below the unigram perplexity of the corpus (~135): the fixture model really learned it
     assert r.ppl < 5
+
+
+def test_top1_predictions_match_reference_argmax(tiny_model, ids):
+    out = evaluate_ids(tiny_model, ids, seqlen=128, max_windows=3, want_argmax=True)
+    x = torch.as_tensor(ids)
+    for i in out.window_index:
+        with torch.no_grad():
+            logits = tiny_model(x[i * 128:(i + 1) * 128][None]).logits[0, :-1]
+        assert out.top1[i].dtype == np.int32 and len(out.top1[i]) == 127
+        assert (torch.from_numpy(out.top1[i]).long() == logits.argmax(-1)).float().mean() > 0.999

@@ -42,6 +42,9 @@ def test_summary_json_markdown_junit(pytester):
     assert data["settings"]["seqlen"] == "128"
     check = next(r for r in data["records"] if r["kind"] == "check" and r["test"].endswith("test_fail"))
     assert check["paired"]["delta_ppl"] > 0 and check["paired"]["delta_ppl_se"] >= 0
+    assert 0.5 < check["top1"]["share"] < 1 and check["top1"]["se"] > 0  # damaged model disagrees sometimes
+    passing = next(r for r in data["records"] if r["kind"] == "check" and r["test"].endswith("test_pass"))
+    assert passing["top1"]["share"] == 1.0  # the same model agrees with itself everywhere
     md = (pytester.path / "out" / "summary.md").read_text()
     lines = md.splitlines()
     table = [l for l in lines if l.startswith("|")]

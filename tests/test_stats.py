@@ -96,3 +96,16 @@ def test_early_rule_boundary_formula(pair):
     assert rule.estimate[0] == pytest.approx(b.mean() + d.mean(), rel=1e-12)
     assert rule.estimate[1] == pytest.approx(se, rel=1e-12)
     assert rule.z == pytest.approx(sps.norm.ppf(1 - 0.01 / (2 * len(rule.looks))), abs=1e-8)
+
+
+def test_top1_agreement_matches_numpy():
+    from pytest_llmppl.stats import top1_agreement
+
+    rng = np.random.default_rng(1)
+    base = {i: rng.integers(0, 50, 127).astype(np.int32) for i in range(30)}
+    cand = {i: np.where(rng.random(127) < 0.9, base[i], rng.integers(0, 50, 127)).astype(np.int32) for i in range(30)}
+    got = top1_agreement(base, cand)
+    a = np.array([(base[i] == cand[i]).mean() for i in range(30)])
+    assert got["share"] == pytest.approx(a.mean(), rel=1e-12)  # equal window lengths: mean of shares
+    assert got["se"] == pytest.approx(a.std(ddof=1) / math.sqrt(30), rel=1e-9)
+    assert got["tokens"] == 30 * 127 and got["windows"] == 30
