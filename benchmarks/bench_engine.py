@@ -119,8 +119,6 @@ def build(shape: dict, device, dtype):
 
 
 def run_case(name, model, ids, seqlen, device, repeats=1, engine_only=False):
-    import torch
-
     from pytest_llmppl.engine import evaluate_ids, ppl_from
 
     weights = sum(p.numel() * p.element_size() for p in model.parameters())

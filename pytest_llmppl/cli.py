@@ -74,12 +74,12 @@ def load_model(name: str, dtype: str = "auto", device: str | None = None, trust_
 
     from .errors import ModelError, SettingsError
 
-    if dtype not in ("auto", None) and not isinstance(getattr(torch, dtype, None), torch.dtype):
+    dtype = dtype or "auto"
+    if dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
         raise SettingsError(f"unknown dtype {dtype!r}: use float32, bfloat16, float16 or auto")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=(dtype or "auto") if dtype == "auto" else getattr(torch, dtype),
-            trust_remote_code=trust_remote_code,
+            name, dtype=dtype if dtype == "auto" else getattr(torch, dtype), trust_remote_code=trust_remote_code,
         )
     except Exception as exc:
         hint = " (it asks to run its own code: add --trust-remote-code if you trust it)" if "trust_remote_code" in str(exc) else ""

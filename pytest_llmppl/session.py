@@ -24,7 +24,6 @@ from .baselines import (
     result_to_entry,
     unpack_top1,
 )
-from .errors import BaselineError
 from .settings import Budget, Settings
 
 
@@ -286,8 +285,4 @@ def load_file(settings: Settings) -> BaselinesFile | None:
     """The committed file, validated now (so a malformed one is a start-up error)."""
     if not settings.baselines:
         return None
-    f = BaselinesFile(settings.baselines)
-    try:
-        return f.load(must_exist=settings.strict and not settings.update_baselines)
-    except BaselineError:
-        raise
+    return BaselinesFile(settings.baselines).load(must_exist=settings.strict and not settings.update_baselines)
