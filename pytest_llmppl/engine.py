@@ -171,9 +171,12 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
                 with (torch.autocast(in_device.type, dtype=cast) if cast is not None else nullcontext()):
                     out_ce = token_ce(model, batch, path, argmax=want_argmax)
                     ce, top = out_ce if want_argmax else (out_ce, None)
-            except torch.OutOfMemoryError:
+            except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
                 if not sizer.shrink():
-                    raise
+                    raise ModelError(
+                        f"out of memory evaluating one window of {seqlen} tokens on {in_device}: use a smaller "
+                        "seqlen (--ppl-seqlen), a lower dtype (--ppl-dtype bfloat16), or free device memory."
+                    ) from exc
                 _empty_cache(in_device)
                 continue
             pending.append((group, _window_sums(ce, [windows[i].score_from for i in group])))

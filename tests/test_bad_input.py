@@ -116,3 +116,14 @@ def test_wider_dtype_than_weights_refused(tiny_model, tiny_tokenizer, cache_dir)
     tiny_model.to(torch.bfloat16)
     with pytest.raises(SettingsError, match="wider than the model's weights"):
         evaluate(tiny_model, tiny_tokenizer, str(CORPUS_TXT), 128, dtype="float32", cache_dir=cache_dir)
+
+
+def test_out_of_memory_at_batch_one_names_the_fix(tiny_model, tiny_tokenizer, cache_dir, monkeypatch):
+    from pytest_llmppl import engine
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(engine, "token_ce", oom)
+    with pytest.raises(ModelError, match=r"out of memory evaluating one window of 128 tokens.*--ppl-seqlen"):
+        evaluate(tiny_model, tiny_tokenizer, str(CORPUS_TXT), 128, batch_size=4, cache_dir=cache_dir, max_windows=2)
