@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import CorpusError
@@ -22,21 +23,10 @@ class Corpus:
     text: str
     max_windows: int | None = None
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        return _fingerprint(self.text)
-
-
-_FINGERPRINTS: dict[int, tuple[str, str]] = {}
-
-
-def _fingerprint(text: str) -> str:
-    hit = _FINGERPRINTS.get(id(text))
-    if hit is not None and hit[0] is text:
-        return hit[1]
-    fp = text_fingerprint(text)
-    _FINGERPRINTS[id(text)] = (text, fp)
-    return fp
+        """SHA-256 of the text, computed once per corpus object."""
+        return text_fingerprint(self.text)
 
 
 @dataclass(frozen=True)

@@ -107,14 +107,13 @@ def _ini(config, name):
 def _session(config):
     """The session, with its cache store opened on first use (no disk access otherwise)."""
     session = config.stash[_SESSION]
-    if session.store is None and not session.settings.no_cache and not getattr(session, "_store_tried", False):
+    if session.store is None and not session.settings.no_cache:
         from .cache import Store
 
         root = session.settings.cache_dir
         if root is None and getattr(config, "cache", None) is not None and not _env_cache_dir():
             root = config.cache.mkdir("llmppl")
         session.store = Store(root)
-        session._store_tried = True
     return session
 
 
