@@ -50,5 +50,6 @@ def _fresh_memo():
     from pytest_llmppl import corpus, tokens
 
     corpus._MEMO.clear()
+    corpus._FAILED.clear()
     tokens._MEMO.clear()
     yield

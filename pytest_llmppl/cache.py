@@ -24,6 +24,9 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from .files import atomic_write
 
 MAGIC = b"LLMPPL1\n"
 _KEY = re.compile(r"^[0-9a-f]{16,128}$")
@@ -113,7 +116,7 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self.lock(path):
-                _atomic_write(path, blob)
+                atomic_write(path, blob)
             return path
         except OSError as exc:
             warnings.warn(
@@ -182,6 +185,16 @@ class Store:
         finally:
             lk.release()
 
+    def measure_lock(self, namespace: str, key: str, timeout: float = 3600.0):
+        """Held while one process measures what ``(namespace, key)`` will hold, so that
+        xdist workers needing the same result measure it once."""
+        path = self.path(namespace, key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+        return self.lock(path.with_suffix(".measure"), timeout=timeout)
+
     def info(self) -> dict:
         """Entry count and bytes per namespace."""
         out: dict[str, dict] = {}
@@ -221,26 +234,3 @@ def _parse(raw: bytes) -> tuple[dict, bytes] | None:
     if not isinstance(header, dict) or header.get("size") != len(body) or header.get("sha256") != _sha256(body):
         return None
     return header, body
-
-
-def _atomic_write(path: Path, blob: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def write_text_file(path: str | os.PathLike, text: str) -> None:
-    """Atomically write a user-facing file (baselines file, reports): all of it or none."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, text.encode("utf-8"))

@@ -1,15 +1,26 @@
-"""``python -m pytest_llmppl eval ...`` and ``cache info|clear``: the pipeline without pytest."""
+"""``python -m pytest_llmppl eval ...`` and ``cache info|clear``: the pipeline without pytest.
+
+The evaluation options are the plugin's per-call settings (``--seqlen`` is ``--ppl-seqlen``,
+``--dtype`` is ``--ppl-dtype``: the evaluation dtype, autocast below the weights), taken
+from the same table and parsed by the same parsers.  ``--load-dtype`` is how the weights
+are loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
-from .errors import LLMPPLError
+from .errors import LLMPPLError, SettingsError
+from .settings import OPTIONS, Settings, per_call_names
 
 EXIT_ERROR = 2
 EXIT_NOT_FINITE = 3
+CLI_SETTINGS = tuple(n for n in per_call_names() if n not in ("early_stop", "confidence"))
+LOAD_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,22 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a model's perplexity")
     ev.add_argument("--model", required=True, help="local directory or hub id")
     ev.add_argument("--tokenizer", help="local directory or hub id (default: the model's)")
-    ev.add_argument("--corpus", default="wikitext2", help="wikitext2 | ptb | c4 | FILE | hf:NAME[:CONFIG]:SPLIT[:COLUMN]")
-    ev.add_argument("--seqlen", type=int)
-    ev.add_argument("--protocol", default="torch-pruning", choices=["torch-pruning", "tokens", "sliding"])
-    ev.add_argument("--stride", type=int, help="with --protocol sliding")
-    ev.add_argument("--batch-size", default="auto", help="N or auto")
-    ev.add_argument("--max-windows", type=int)
-    ev.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (as saved)")
-    ev.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    for name in CLI_SETTINGS:
+        opt = OPTIONS[name]
+        flag = f"--{name.replace('_', '-')}"
+        if opt.flag:
+            ev.add_argument(flag, action="store_true", help=opt.help.replace("%%", "%"))
+        else:
+            ev.add_argument(flag, help=opt.help.replace("%%", "%"))
+    ev.add_argument("--load-dtype", default="auto", choices=LOAD_DTYPES,
+                    help="load the weights in this dtype (default: as saved)")
     ev.add_argument("--cache-dir")
     ev.add_argument("--no-cache", action="store_true")
-    ev.add_argument("--allow-long-seqlen", action="store_true", help="allow seqlen beyond max_position_embeddings")
     ev.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
-    cache = sub.add_parser("cache", help="inspect or clear the cache")
+    cache = sub.add_parser("cache", help="inspect or clear the caches (the user cache and pytest's own store)")
     cache.add_argument("action", choices=["info", "clear"])
-    cache.add_argument("--cache-dir")
+    cache.add_argument("--cache-dir", help="a store given with --ppl-cache-dir / $PYTEST_LLMPPL_CACHE_DIR")
+    cache.add_argument("--rootdir", default=".", help="the pytest project whose .pytest_cache to look in (default: .)")
     return p
 
 
@@ -51,65 +63,83 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _cache(args) -> int:
+def _stores(args: Any) -> list[Path]:
+    """The stores this command sees: the one given (or the user default) and pytest's own."""
+    from .cache import default_cache_dir
+
+    roots = [Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()]
+    pytest_store = Path(args.rootdir) / ".pytest_cache" / "d" / "llmppl"
+    if pytest_store.is_dir() and pytest_store.resolve() not in [r.resolve() for r in roots]:
+        roots.append(pytest_store)
+    return roots
+
+
+def _cache(args: Any) -> int:
     from .cache import Store
 
-    store = Store(args.cache_dir)
-    if args.action == "clear":
-        print(f"removed {store.clear()} entries from {store.root}")
-        return 0
-    info = store.info()
-    print(f"cache: {store.root}")
-    for ns, v in info.items():
-        print(f"  {ns:10s} {v['entries']:6d} entries  {v['bytes'] / 2**20:9.2f} MiB")
-    if not info:
-        print("  (empty)")
+    for root in _stores(args):
+        store = Store(root)
+        if args.action == "clear":
+            print(f"removed {store.clear()} entries from {store.root}")
+            continue
+        print(f"cache: {store.root}")
+        info = store.info()
+        for ns, v in info.items():
+            print(f"  {ns:10s} {v['entries']:6d} entries  {v['bytes'] / 2**20:9.2f} MiB")
+        if not info:
+            print("  (empty)")
     return 0
 
 
-def load_model(name: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False):
+def load_model(name: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False) -> Any:
     """AutoModelForCausalLM from a directory or hub id; remote code only when asked for."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .errors import ModelError, SettingsError
+    from .errors import ModelError
 
-    dtype = dtype or "auto"
-    if dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
-        raise SettingsError(f"unknown dtype {dtype!r}: use float32, bfloat16, float16 or auto")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             name, dtype=dtype if dtype == "auto" else getattr(torch, dtype), trust_remote_code=trust_remote_code,
         )
     except Exception as exc:
         hint = " (it asks to run its own code: add --trust-remote-code if you trust it)" if "trust_remote_code" in str(exc) else ""
-        raise ModelError(f"could not load model {name!r}: {type(exc).__name__}: {exc}{hint}") from exc
-    if device is None:
+        raise ModelError(f"could not load model {name!r}: {type(exc).__name__}: {exc}{hint}") from None
+    if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device)
 
 
-def _eval(args) -> int:
-    from .api import evaluate, resolve_tokenizer
-    from .settings import parse_batch_size
+def _settings(args: Any) -> Settings:
+    given = {name: getattr(args, name) for name in CLI_SETTINGS if getattr(args, name) not in (None, False)}
+    try:
+        return Settings().with_overrides(**given)
+    except SettingsError as exc:
+        raise SettingsError(str(exc).replace("--ppl-", "--")) from None
 
-    model = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
+
+def _eval(args: Any) -> int:
+    from .api import evaluate
+    from .measurement import resolve_tokenizer
+    from .startup import check_device
+
+    settings = _settings(args)
+    if settings.device not in (None, "auto"):
+        check_device(settings.device)
+    model = load_model(args.model, args.load_dtype, settings.device, args.trust_remote_code)
     tok = resolve_tokenizer(model, args.tokenizer or args.model)
     progress = _progress_bar() if sys.stderr.isatty() and not args.json else None
-    result = evaluate(model, tok, args.corpus, args.seqlen, protocol=args.protocol, stride=args.stride,
-                      max_windows=args.max_windows, batch_size=parse_batch_size(args.batch_size),
+    result = evaluate(model, tok, settings.corpus, settings.seqlen, **settings.engine_kwargs(),
                       cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                      allow_long_seqlen=args.allow_long_seqlen, progress=progress)
+                      allow_long_seqlen=settings.allow_long_seqlen, progress=progress)
     if args.json:
         data = result.to_dict()
-        data.pop("extra", None)
-        data["tokens_source"] = result.extra.get("tokens_source")
         data["model"] = args.model
-        print(json.dumps(data))
+        print(json.dumps(data, allow_nan=False))
     else:
         print(str(result))
         print(f"  {result.n_tokens} tokens, {result.seconds:.2f} s, {result.tokens_per_second:,.0f} tokens/s "
-              f"on {result.device} ({result.dtype}, batch {result.batch_size})")
+              f"on {result.device} ({result.dtype}, batch {result.batch_size}, {result.head_path} head)")
     if not result.finite:
         print(f"warning: perplexity is {result.ppl} (not finite): the model's outputs overflowed "
               "or contain NaN; try float32 or bfloat16.", file=sys.stderr)
@@ -117,10 +147,10 @@ def _eval(args) -> int:
     return 0
 
 
-def _progress_bar():
+def _progress_bar() -> Any:
     from tqdm.auto import tqdm
 
-    bar = {}
+    bar: dict[str, Any] = {}
 
     def update(done: int, total: int) -> None:
         if "bar" not in bar:

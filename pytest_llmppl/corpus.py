@@ -1,7 +1,9 @@
 """Text sources: named benchmark corpora, local files, and any Hugging Face dataset.
 
 Each source gives one string, built exactly as the papers build it (see the
-README's "Corpora" table), plus an optional cap on windows (C4's 256).
+README's "Corpora" table), plus an optional limit to the first N windows (C4's 256).
+A source that failed to load is remembered for the process, so an offline hub corpus
+costs its retries once, not once per test.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from .fingerprint import text_fingerprint
 
 @dataclass(frozen=True)
 class Corpus:
-    """One evaluation text.  ``max_windows`` caps the window count (C4: 256 x seqlen tokens)."""
+    """One evaluation text.  ``first_windows`` keeps only the first N windows (C4: 256 x seqlen tokens)."""
 
     name: str
     text: str
-    max_windows: int | None = None
+    first_windows: int | None = None
 
     @cached_property
     def fingerprint(self) -> str:
@@ -37,7 +39,7 @@ class _HFSpec:
     column: str = "text"
     joiner: str = "\n\n"
     first_rows: int | None = None
-    max_windows: int | None = None
+    first_windows: int | None = None
     data_files: dict | None = None
 
 
@@ -46,12 +48,14 @@ NAMED: dict[str, _HFSpec] = {
     "wikitext2": _HFSpec("wikitext", "wikitext-2-raw-v1", "test"),
     "ptb": _HFSpec("ptb_text_only", "penn_treebank", "test", column="sentence", joiner=" "),
     "c4": _HFSpec(
-        "allenai/c4", None, "validation", joiner=" ", first_rows=1100, max_windows=256,
+        "allenai/c4", None, "validation", joiner=" ", first_rows=1100, first_windows=256,
         data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"},
     ),
 }
 _FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".arrow": "arrow"}
 _MEMO: dict[str, Corpus] = {}
+_FAILED: dict[str, str] = {}  # spec -> the error it gave, for the rest of the process
+_PATH_SUFFIXES = (".txt", ".text", ".raw", ".parquet", ".jsonl", ".json", ".arrow")
 
 
 def load_corpus(spec: str) -> Corpus:
@@ -62,9 +66,43 @@ def load_corpus(spec: str) -> Corpus:
     key = _memo_key(spec)
     if key in _MEMO:
         return _MEMO[key]
-    corpus = _load(spec)
+    if key in _FAILED:
+        raise CorpusError(_FAILED[key] + "\n  (this corpus failed earlier in this run; not retried)")
+    try:
+        corpus = _load(spec)
+    except CorpusError as exc:
+        _FAILED[key] = str(exc)
+        raise
     _MEMO[key] = corpus
     return corpus
+
+
+def check_spec(spec: str) -> None:
+    """Start-up check without loading anything: a corpus given as a path must exist, a
+    name must be known, an ``hf:`` spec must parse."""
+    if spec in NAMED:
+        return
+    if spec.startswith("hf:"):
+        parse_hf_spec(spec)
+        return
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix.lower() not in _PATH_SUFFIXES:
+            raise CorpusError(_bad_suffix(path))
+        return
+    if path.suffix.lower() in _PATH_SUFFIXES or os.sep in spec or path.exists():
+        raise CorpusError(f"corpus file {spec} does not exist (resolved to {path.resolve()}).")
+    raise CorpusError(_unknown(spec))
+
+
+def _bad_suffix(path: Path) -> str:
+    return (f"corpus file {path} has an unsupported extension {path.suffix.lower()!r}: use .txt (read verbatim) "
+            "or .parquet/.jsonl/.json/.arrow with a 'text' column.")
+
+
+def _unknown(spec: str) -> str:
+    return (f"unknown corpus {spec!r}. Use one of {', '.join(sorted(NAMED))}, a path to a "
+            ".txt/.parquet/.jsonl/.json/.arrow file, or hf:NAME[:CONFIG]:SPLIT[:COLUMN].")
 
 
 def _memo_key(spec: str) -> str:
@@ -78,7 +116,7 @@ def _memo_key(spec: str) -> str:
 def _load(spec: str) -> Corpus:
     if spec in NAMED:
         hf = NAMED[spec]
-        return Corpus(spec, _load_hf(hf, spec), hf.max_windows)
+        return Corpus(spec, _load_hf(hf, spec), hf.first_windows)
     if spec.startswith("hf:"):
         hf = parse_hf_spec(spec)
         return Corpus(spec, _load_hf(hf, spec), None)
@@ -90,16 +128,10 @@ def _load(spec: str) -> Corpus:
         if suffix in _FILE_BUILDERS:
             hf = _HFSpec(_FILE_BUILDERS[suffix], None, "train", data_files={"train": str(path)})
             return Corpus(str(path), _load_hf(hf, spec))
-        raise CorpusError(
-            f"corpus file {path} has an unsupported extension {suffix!r}: use .txt (read verbatim) "
-            "or .parquet/.jsonl/.json/.arrow with a 'text' column."
-        )
-    if suffix in (".txt", ".text", ".raw", *_FILE_BUILDERS) or os.sep in spec:
+        raise CorpusError(_bad_suffix(path))
+    if suffix in _PATH_SUFFIXES or os.sep in spec:
         raise CorpusError(f"corpus file {spec} does not exist (resolved to {path.resolve()}).")
-    raise CorpusError(
-        f"unknown corpus {spec!r}. Use one of {', '.join(sorted(NAMED))}, a path to a "
-        ".txt/.parquet/.jsonl/.json/.arrow file, or hf:NAME[:CONFIG]:SPLIT[:COLUMN]."
-    )
+    raise CorpusError(_unknown(spec))
 
 
 def parse_hf_spec(spec: str) -> _HFSpec:
@@ -131,7 +163,7 @@ def _load_hf(hf: _HFSpec, spec: str) -> str:
     try:
         ds = datasets.load_dataset(hf.path, hf.config, **kwargs)
     except Exception as exc:  # datasets raises many types for "not here" (offline, missing, bad split)
-        raise CorpusError(_unavailable_message(hf, spec, exc)) from exc
+        raise CorpusError(_unavailable_message(hf, spec, exc)) from None
     if hf.column not in ds.column_names:
         raise CorpusError(
             f"corpus {spec}: no column {hf.column!r} (columns: {', '.join(ds.column_names)}). "

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from .errors import CorpusError, ModelError, SettingsError, TokenizerError
 from .windows import Window, plan_windows, spread_subset, window_weight
@@ -31,19 +32,21 @@ CUDA_TOKENS_PER_BATCH = 2048
 CPU_START_TOKENS = 1024  # CPU auto starts near this many tokens per forward, then grows while faster
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineOutput:
+    """Per-window sums of one run, in corpus order."""
+
     window_index: list[int]
     window_nll: list[float]
     window_weight: list[int]
+    n_windows_total: int
     seconds: float
     tokens_forwarded: int
     batch_size: int
     head_path: str
     device: str
     dtype: str
-    extra: dict = field(default_factory=dict)
-    top1: dict | None = None  # window -> int32 array of top-1 predictions at its scored positions
+    top1: dict[int, Any] | None = None  # window -> int32 array of top-1 predictions at its scored positions
 
 
 def resolve_seqlen(model, seqlen: int | None, allow_long: bool = False) -> int:
@@ -105,116 +108,179 @@ def check_vocab(model, ids) -> None:
 
 
 def head_path(model) -> str:
-    """``chunked`` when the head is a plain linear layer on the decoder output, else ``full``."""
+    """``chunked`` when running the decoder and then the head is provably what the model's own
+    forward does, else ``full`` (the model's forward, hooks and all).
+
+    Provably: a stock transformers class of a plain-head architecture, its own ``forward``
+    (not overridden on the instance, as accelerate and wrappers do), no forward hooks on the
+    model or globally, a stock decoder under ``base_model_prefix`` and a plain ``nn.Linear``
+    head.  PEFT models, ``torch.compile``d models, subclasses with their own forward and
+    hooked models all take the full path and so give exactly their own logits.
+    """
+    import torch
+
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) not in PLAIN_HEAD_TYPES:
         return "full"
     if any(getattr(config, k, None) not in (None, 1, 1.0) for k in HEAD_EXTRAS):
         return "full"
-    import torch
-
+    base = getattr(model, getattr(model, "base_model_prefix", "") or "", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    if not isinstance(head, torch.nn.Linear) or base is None or base is model:
+    if not isinstance(base, torch.nn.Module) or base is model or type(head) is not torch.nn.Linear:
+        return "full"
+    if not all(_stock(m) for m in (model, base, head)) or _global_hooks():
         return "full"
     return "chunked"
 
 
+def _stock(module) -> bool:
+    """A module whose forward is its class's own, from transformers or torch, with no hooks."""
+    cls = type(module)
+    if "forward" in vars(module) or not cls.__module__.startswith(("transformers.", "torch.nn.")):
+        return False
+    if not getattr(cls.forward, "__module__", "").startswith(("transformers.", "torch.nn.")):
+        return False
+    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_forward_hooks_with_kwargs")
+    return not any(getattr(module, h, None) for h in hooks)
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as nn_module
+
+    return bool(getattr(nn_module, "_global_forward_hooks", None) or getattr(nn_module, "_global_forward_pre_hooks", None))
+
+
 def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", stride: int | None = None,
-                 max_windows: int | None = None, cap: int | None = None, batch_size="auto",
+                 max_windows: int | None = None, first_windows: int | None = None, batch_size="auto",
                  device=None, dtype=None, head: str = "auto", progress=None,
                  order: list[int] | None = None, stop=None, want_argmax: bool = False) -> EngineOutput:
     """Per-window NLLs of ``model`` on the token stream ``ids`` (1-D int array).
 
-    ``order`` evaluates the chosen windows in that order (results still returned in
-    corpus order); ``stop(done_indices, nlls)`` may end the run early (returns True);
-    ``want_argmax`` also returns each scored position's top-1 prediction (``top1``).
+    ``first_windows`` keeps only the corpus's first N windows (C4's 256); ``max_windows``
+    then takes an evenly spread subset.  ``order`` evaluates the chosen windows in that
+    order (results still returned in corpus order); ``stop(done_indices, nlls)`` may end
+    the run early (returns True); ``want_argmax`` also returns each scored position's
+    top-1 prediction (``top1``).
     """
     import numpy as np
     import torch
 
     check_causal_lm(model)
     ids = np.asarray(ids)
-    windows = plan_windows(len(ids), seqlen, protocol, stride, cap)
-    if not windows or (protocol != "sliding" and len(ids) < seqlen):
-        raise CorpusError(
-            f"the corpus has {len(ids)} tokens, shorter than one window of {seqlen}: "
-            "use a smaller seqlen (--ppl-seqlen) or a longer corpus."
-        )
+    windows = plan_checked(len(ids), seqlen, protocol, stride, first_windows)
     check_vocab(model, ids)
     chosen = spread_subset(len(windows), max_windows)
     if order is not None:
         if sorted(order) != sorted(chosen):
             raise ValueError("order must be a permutation of the chosen windows")
         chosen = list(order)
-
     path = head_path(model) if head == "auto" else head
-    run_device = _run_device(model, device)
     cast = _autocast_dtype(model, dtype)
     t0 = time.perf_counter()
-    nll: dict[int, float] = {}
-    tops: dict = {}
-    pending: list = []
-    forwarded = 0
-    with _evaluation_mode(model, run_device) as in_device:
+    with _evaluation_mode(model, None if device in (None, "auto") else torch.device(device)) as in_device:
         # The whole stream goes to the device once: a host-to-device copy per batch from
         # pageable memory would make the host wait for the GPU before every forward.
         stream = torch.as_tensor(ids, dtype=torch.long).to(in_device)
-        sizer = BatchSizer(batch_size, in_device, model, seqlen)
-        pos = 0
-        while pos < len(chosen):
-            bs = sizer.next_size()
-            group = _same_length_prefix(windows, chosen[pos:pos + bs])
-            batch = torch.stack([stream[windows[i].start:windows[i].end] for i in group])
-            tb = time.perf_counter()
-            try:
-                with (torch.autocast(in_device.type, dtype=cast) if cast is not None else nullcontext()):
-                    out_ce = token_ce(model, batch, path, argmax=want_argmax)
-                    ce, top = out_ce if want_argmax else (out_ce, None)
-            except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
-                if not sizer.shrink():
-                    raise ModelError(
-                        f"out of memory evaluating one window of {seqlen} tokens on {in_device}: use a smaller "
-                        "seqlen (--ppl-seqlen), a lower dtype (--ppl-dtype bfloat16), or free device memory."
-                    ) from exc
-                _empty_cache(in_device)
-                continue
-            pending.append((group, _window_sums(ce, [windows[i].score_from for i in group])))
-            if top is not None:
-                for b, i in enumerate(group):
-                    tops[i] = top[b, windows[i].score_from - 1:]
-            # Reading sums back to the host waits for the GPU; without a stop rule (or a CPU
-            # batch sizer that needs timings) they stay on the device, so the queue stays full.
-            if stop is not None or not sizer.settled:
-                _collect(pending, nll, windows, protocol)
-            forwarded += batch.numel()
-            sizer.record(len(group), batch.numel(), time.perf_counter() - tb)
-            pos += len(group)
-            if progress is not None:
-                progress(pos, len(chosen))
-            if stop is not None and stop([i for i in chosen[:pos]], [nll[i] for i in chosen[:pos]]):
-                break
-        _collect(pending, nll, windows, protocol)
+        run = _BatchRun(model, stream, windows, protocol, path, cast, want_argmax,
+                        BatchSizer(batch_size, in_device, model, seqlen))
+        run.over(chosen, progress, stop)
         _empty_cache(in_device)
-    done = sorted(nll)
+    done = sorted(run.nll)
     return EngineOutput(
         window_index=done,
-        window_nll=[nll[i] for i in done],
+        window_nll=[run.nll[i] for i in done],
         window_weight=[window_weight(windows[i], protocol) for i in done],
+        n_windows_total=len(windows),
         seconds=time.perf_counter() - t0,
-        tokens_forwarded=forwarded,
-        batch_size=sizer.largest,
+        tokens_forwarded=run.forwarded,
+        batch_size=run.sizer.largest,
         head_path=path,
         device=str(in_device),
-        dtype=str(cast or _param_dtype(model)).replace("torch.", ""),
-        extra={"n_windows_total": len(windows), "n_chosen": len(chosen)},
-        top1={i: tops[i].cpu().numpy() for i in done} if want_argmax else None,
+        dtype=str(cast or param_dtype(model)).replace("torch.", ""),
+        top1={i: run.tops[i].cpu().numpy() for i in done} if want_argmax else None,
     )
 
 
+def plan_checked(n_tokens: int, seqlen: int, protocol: str, stride: int | None,
+                 first_windows: int | None = None) -> list[Window]:
+    """The protocol's windows; a corpus shorter than one window is an error naming the fix."""
+    windows = plan_windows(n_tokens, seqlen, protocol, stride, first_windows)
+    if not windows or (protocol != "sliding" and n_tokens < seqlen):
+        raise CorpusError(
+            f"the corpus has {n_tokens} tokens, shorter than one window of {seqlen}: "
+            "use a smaller seqlen (--ppl-seqlen) or a longer corpus."
+        )
+    return windows
+
+
+class _BatchRun:
+    """The batch loop: forwards groups of windows, keeps per-window sums (on the device until
+    read), halves the batch on out-of-memory, and consults the stop rule."""
+
+    def __init__(self, model, stream, windows: list[Window], protocol: str, path: str, cast, want_argmax: bool,
+                 sizer: BatchSizer):
+        self.model, self.stream, self.windows, self.protocol = model, stream, windows, protocol
+        self.path, self.cast, self.want_argmax, self.sizer = path, cast, want_argmax, sizer
+        self.nll: dict[int, float] = {}
+        self.tops: dict[int, Any] = {}
+        self.pending: list = []
+        self.forwarded = 0
+
+    def over(self, chosen: list[int], progress, stop) -> None:
+        pos = 0
+        while pos < len(chosen):
+            group = _same_length_prefix(self.windows, chosen[pos:pos + self.sizer.next_size()])
+            if not self._forward(group):
+                continue
+            # Reading sums back to the host waits for the GPU; without a stop rule (or a CPU
+            # batch sizer that needs timings) they stay on the device, so the queue stays full.
+            if stop is not None or not self.sizer.settled:
+                self._collect()
+            pos += len(group)
+            if progress is not None:
+                progress(pos, len(chosen))
+            if stop is not None and stop(list(chosen[:pos]), [self.nll[i] for i in chosen[:pos]]):
+                break
+        self._collect()
+
+    def _forward(self, group: list[int]) -> bool:
+        """One forward over ``group``; False when it ran out of memory and the batch shrank."""
+        import torch
+
+        windows = self.windows
+        batch = torch.stack([self.stream[windows[i].start:windows[i].end] for i in group])
+        tb = time.perf_counter()
+        try:
+            with (torch.autocast(batch.device.type, dtype=self.cast) if self.cast is not None else nullcontext()):
+                ce, top = token_ce(self.model, batch, self.path, argmax=self.want_argmax)
+        except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
+            if not self.sizer.shrink():
+                raise ModelError(
+                    f"out of memory evaluating one window of {batch.shape[1]} tokens on {batch.device}: use a "
+                    "smaller seqlen (--ppl-seqlen), a lower dtype (--ppl-dtype bfloat16), or free device memory."
+                ) from exc
+            _empty_cache(batch.device)
+            return False
+        self.pending.append((group, _window_sums(ce, [windows[i].score_from for i in group])))
+        if top is not None:
+            for b, i in enumerate(group):
+                self.tops[i] = top[b, windows[i].score_from - 1:]
+        self.forwarded += batch.numel()
+        self.sizer.record(len(group), batch.numel(), time.perf_counter() - tb)
+        return True
+
+    def _collect(self) -> None:
+        """Move pending per-window sums to the host as window NLLs."""
+        for group, sums in self.pending:
+            for i, total in zip(group, sums.tolist()):
+                w = self.windows[i]
+                self.nll[i] = total / (w.length - 1) * w.length if self.protocol == "torch-pruning" else total
+        self.pending.clear()
+
+
 def token_ce(model, batch, path: str = "full", argmax: bool = False):
-    """Float32 CE of each next-token prediction: shape [B, L-1].  With ``argmax=True`` returns
-    (ce, top-1 prediction ids as int32 [B, L-1])."""
+    """(float32 CE of each next-token prediction [B, L-1], top-1 prediction ids as int32
+    [B, L-1] with ``argmax=True`` else None)."""
     import torch
     import torch.nn.functional as F
 
@@ -244,7 +310,7 @@ def token_ce(model, batch, path: str = "full", argmax: bool = False):
             )
         vocab = logits.shape[-1]
         source = lambda s, e: logits[:, s:e]  # noqa: E731
-    fused = _fused_enabled(batch.device)
+    fused = _fused_ce().enabled(batch.device)
     if fused:  # no float32 intermediate: chunks sized by the model-dtype logits alone
         step = max(1, FUSED_CHUNK_BYTES // (2 * vocab * batch.shape[0]))
     else:
@@ -267,26 +333,13 @@ def token_ce(model, batch, path: str = "full", argmax: bool = False):
         if top is not None:
             top[:, s:e] = lg.argmax(dim=-1).to(torch.int32).to(top.device)
         del lg
-    return (ce, top) if argmax else ce
+    return ce, top
 
 
 def _fused_ce():
     from . import fused_ce
 
     return fused_ce
-
-
-def _fused_enabled(device) -> bool:
-    """The fused Triton CE applies on CUDA (unless PYTEST_LLMPPL_FUSED_CE=0)."""
-    import os
-
-    if device.type != "cuda" or os.environ.get("PYTEST_LLMPPL_FUSED_CE", "1") == "0":
-        return False
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _window_sums(ce, score_from: list[int]):
@@ -299,15 +352,6 @@ def _window_sums(ce, score_from: list[int]):
     return torch.stack([ce64[b, s - 1:].sum() for b, s in enumerate(score_from)])
 
 
-def _collect(pending: list, nll: dict, windows: list[Window], protocol: str) -> None:
-    """Move pending per-window sums to the host as window NLLs."""
-    for group, sums in pending:
-        for i, total in zip(group, sums.tolist()):
-            w = windows[i]
-            nll[i] = total / (w.length - 1) * w.length if protocol == "torch-pruning" else total
-    pending.clear()
-
-
 def _same_length_prefix(windows: list[Window], idx: list[int]) -> list[int]:
     first = windows[idx[0]].length
     out = []
@@ -318,21 +362,13 @@ def _same_length_prefix(windows: list[Window], idx: list[int]) -> list[int]:
     return out
 
 
-def _param_dtype(model):
+def param_dtype(model):
     for p in model.parameters():
         if p.is_floating_point():
             return p.dtype
     import torch
 
     return torch.float32
-
-
-def _run_device(model, device):
-    import torch
-
-    if device is None or device == "auto":
-        return None
-    return torch.device(device)
 
 
 def _autocast_dtype(model, dtype):
@@ -342,7 +378,7 @@ def _autocast_dtype(model, dtype):
     if dtype is None or dtype == "auto":
         return None
     want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    have = _param_dtype(model)
+    have = param_dtype(model)
     if want == have:
         return None
     if torch.finfo(want).bits > torch.finfo(have).bits:
@@ -426,7 +462,7 @@ class BatchSizer:
         cfg = model.config
         hidden = getattr(cfg, "hidden_size", 4096)
         inter = getattr(cfg, "intermediate_size", 4 * hidden)
-        elem = torch.finfo(_param_dtype(model)).bits // 8
+        elem = torch.finfo(param_dtype(model)).bits // 8
         per_window = seqlen * elem * (8 * hidden + 3 * inter) + 2 * LOGITS_CHUNK_BYTES
         fits = int(0.8 * free // per_window)
         return max(1, min(max(1, CUDA_TOKENS_PER_BATCH // seqlen), fits))

@@ -15,21 +15,23 @@ import os
 _KERNEL = None
 
 
-def available(logits) -> bool:
-    """Whether the fused kernel can take these logits."""
-    if os.environ.get("PYTEST_LLMPPL_FUSED_CE", "1") == "0":
-        return False
-    if logits.device.type != "cuda" or logits.stride(-1) != 1:
-        return False
-    import torch
-
-    if logits.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+def enabled(device) -> bool:
+    """The fused kernel applies on CUDA with Triton, unless ``PYTEST_LLMPPL_FUSED_CE=0``."""
+    if device.type != "cuda" or os.environ.get("PYTEST_LLMPPL_FUSED_CE", "1") == "0":
         return False
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+def available(logits) -> bool:
+    """Whether the fused kernel can take these logits (enabled, contiguous rows, a float dtype)."""
+    import torch
+
+    return (enabled(logits.device) and logits.stride(-1) == 1
+            and logits.dtype in (torch.bfloat16, torch.float16, torch.float32))
 
 
 def _build():

@@ -1,111 +1,270 @@
-"""The summary table, the JSON report and the GitHub-flavoured markdown report."""
+"""The summary table, the JSON report and the GitHub-flavoured markdown report, from records.
+
+The table is built from (header, cell) column specs; rows are in run order, one per
+check or plain measurement (a baseline gets a row only in a test that checks nothing).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-COLUMNS = ("test", "corpus", "seqlen", "baseline", "measured", "Δ", "top-1", "budget", "verdict", "source", "seconds")
+from .identity import software_versions
+from .records import BaselineRecord, CheckRecord, MeasureRecord, Record, Verdict, to_json
+from .settings import DEFAULT_PROTOCOL, Settings
+
+REPORT_FORMAT = "pytest-llmppl report v1"
+MAX_WIDTH = 160
+MIN_TEST_WIDTH = 40
+MAX_CHARTS = 5
 
 
-def _num(x, digits: int = 4) -> str:
+def _num(x: float | None, digits: int = 4) -> str:
     if x is None:
         return "nan"
-    if isinstance(x, float) and not math.isfinite(x):
+    if not math.isfinite(x):
         return str(x)
     return f"{x:.{digits}f}"
 
 
-def _delta(row: dict) -> str:
-    if row.get("delta") is None:
-        return "" if row.get("kind") != "check" else "nan"
-    paired = row.get("paired")
-    text = f"{row['delta']:+.4f}"
-    if paired and paired.get("delta_ppl_se") is not None:
-        text += f" ± {paired['delta_ppl_se']:.4f}"
+def _short_name(name: str) -> str:
+    """A path by its last component (the JSON report keeps it whole)."""
+    return os.path.basename(name.rstrip("/\\")) if (os.sep in name or "/" in name) and os.path.exists(name) else name
+
+
+def _delta(r: Record) -> str:
+    if not isinstance(r, CheckRecord):
+        return ""
+    if r.delta is None:
+        return "nan"
+    text = f"{r.delta:+.4f}"
+    if r.delta_se is not None:
+        text += f" ± {r.delta_se:.4f}"
+    if r.relative_budget and r.delta_pct is not None:
+        text += f" ({r.delta_pct:+.2f}%)"
     return text
 
 
-def _top1(row: dict) -> str:
-    t = row.get("top1")
-    return f"{100 * t['share']:.1f}% ± {100 * t['se']:.1f}" if t else ""
+def _top1(r: Record) -> str:
+    if not isinstance(r, CheckRecord) or r.top1 is None or r.measured is None:
+        return ""
+    return f"{100 * r.top1.share:.1f}% ± {100 * r.top1.se:.1f}"
 
 
-def _short(corpus: str) -> str:
-    """A file corpus by its name only (the JSON report keeps the full path)."""
-    return os.path.basename(corpus) if os.sep in corpus else corpus
+def _baseline(r: Record) -> str:
+    if isinstance(r, CheckRecord):
+        return _num(r.baseline)
+    if isinstance(r, BaselineRecord):
+        return _num(r.baseline)
+    return ""
 
 
-def table_rows(records: list[dict]) -> list[tuple[str, ...]]:
-    """One row per check or plain measurement; a baseline gets its own row only in a test
-    that checks nothing (the check row already names the baseline and its source)."""
-    checked = {r.get("test") for r in records if r.get("kind") == "check"}
-    out = []
-    for r in records:
-        if r.get("kind") == "baseline" and r.get("test") in checked:
-            continue
-        windows = f"{r.get('n_windows')}/{r.get('n_windows_total')}" if r.get("n_windows") != r.get("n_windows_total") else ""
-        out.append((
-            r.get("test", ""), _short(r.get("corpus", "")) + (f" [{windows} windows]" if windows else ""),
-            str(r.get("seqlen", "")), _num(r.get("baseline")) if r.get("baseline") is not None or r.get("kind") != "measure" else "",
-            _num(r.get("measured")) if r.get("kind") != "baseline" else "", _delta(r), _top1(r), r.get("budget", ""),
-            r.get("verdict", "").upper() if r.get("verdict") in ("pass", "fail", "nan") else r.get("verdict", ""),
-            r.get("baseline_source", ""), f"{r.get('seconds', 0.0):.2f}",
-        ))
-    return out
+def _measured(r: Record) -> str:
+    if isinstance(r, (CheckRecord, MeasureRecord)):
+        return _num(r.measured)
+    return ""
 
 
-def terminal_table(records: list[dict]) -> str:
-    rows = [COLUMNS] + table_rows(records)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+def _verdict(r: Record) -> str:
+    return r.verdict.name.replace("NOT_FINITE", "NAN") if isinstance(r, CheckRecord) else ""
+
+
+def _source(r: Record) -> str:
+    if isinstance(r, CheckRecord):
+        return f"{r.baseline_source.value}/{r.measured_source.value}"
+    if isinstance(r, BaselineRecord):
+        return r.baseline_source.value
+    return r.measured_source.value
+
+
+def _corpus(r: Record) -> str:
+    s = r.subject
+    name = _short_name(s.corpus)
+    return name + (f" [{s.n_windows}/{s.n_windows_total} windows]" if s.n_windows != s.n_windows_total else "")
+
+
+def _protocol(r: Record) -> str:
+    s = r.subject
+    return s.protocol + (f"/{s.stride}" if s.stride is not None else "")
+
+
+def _non_default_protocol(records: list[Record]) -> bool:
+    return any(r.subject.protocol != DEFAULT_PROTOCOL or r.subject.stride is not None for r in records)
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    cell: Callable[[Record], str]
+    numeric: bool = False
+    shown: Callable[[list[Record]], bool] = lambda records: True
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("test", lambda r: r.subject.test),
+    Column("model", lambda r: _short_name(r.subject.model)),
+    Column("id", lambda r: r.subject.model_id),
+    Column("corpus", _corpus),
+    Column("protocol", _protocol, shown=_non_default_protocol),
+    Column("seqlen", lambda r: str(r.subject.seqlen), numeric=True),
+    Column("baseline", _baseline, numeric=True),
+    Column("measured", _measured, numeric=True),
+    Column("Δ", _delta, numeric=True),
+    Column("top-1", _top1, numeric=True),
+    Column("budget", lambda r: r.budget if isinstance(r, CheckRecord) else "", numeric=True),
+    Column("verdict", _verdict),
+    Column("source", _source),
+    Column("seconds", lambda r: f"{r.seconds:.2f}", numeric=True),
+)
+
+
+def table_records(records: list[Record]) -> list[Record]:
+    """Checks and plain measurements in run order; a baseline only in a test that checks nothing."""
+    checked = {r.subject.test for r in records if isinstance(r, CheckRecord)}
+    return [r for r in records if not (isinstance(r, BaselineRecord) and r.subject.test in checked)]
+
+
+def _grid(records: list[Record]) -> tuple[list[Column], list[list[str]]]:
+    rows = table_records(records)
+    columns = [c for c in COLUMNS if c.shown(rows)]
+    return columns, [[c.cell(r) for c in columns] for r in rows]
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """``test_a_very_lo…arameter[0.125]``: keeps both ends, where test ids differ."""
+    if len(text) <= width or width < 5:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def terminal_table(records: list[Record], width: int = MAX_WIDTH) -> str:
+    """Rows fit ``width`` columns (160: wide terminals and CI logs) by shortening test ids."""
+    columns, rows = _grid(records)
+    widths = [max(len(c.header), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    rest = sum(widths[1:]) + 2 * (len(widths) - 1)
+    test_width = max(MIN_TEST_WIDTH, min(widths[0], width - rest))
+    rows = [[shorten_middle(row[0], test_width), *row[1:]] for row in rows]
+    widths[0] = max(len(columns[0].header), *(len(row[0]) for row in rows))
+    lines = []
+    for cells in [[c.header for c in columns], *rows]:
+        lines.append("  ".join(cell.rjust(w) if c.numeric else cell.ljust(w)
+                               for cell, w, c in zip(cells, widths, columns)).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def markdown(records: list[dict], header: str = "") -> str:
-    """A GitHub-flavoured markdown table (pipes in cells escaped)."""
-    def cell(s: str) -> str:
-        return s.replace("|", "\\|").replace("\n", " ")
+def summary_counts(records: list[Record]) -> dict[str, int]:
+    checks = [r for r in records if isinstance(r, CheckRecord)]
+    baselines = [r for r in records if isinstance(r, BaselineRecord)]
+    return {
+        "pass": sum(r.verdict is Verdict.PASS for r in checks),
+        "fail": sum(r.verdict is Verdict.FAIL for r in checks),
+        "nan": sum(r.verdict is Verdict.NOT_FINITE for r in checks),
+        "baseline": len(baselines),
+        "baseline_measured": sum(r.baseline_source.value == "measured" for r in baselines),
+        "measured": sum(isinstance(r, MeasureRecord) for r in records),
+        "served_without_forward": sum(
+            (isinstance(r, CheckRecord) and r.measured_source.value in ("cache", "memory"))
+            or (isinstance(r, MeasureRecord) and r.measured_source.value in ("cache", "memory"))
+            or (isinstance(r, BaselineRecord) and r.baseline_source.value != "measured") for r in records),
+    }
 
+
+def settings_line(settings: Settings, device: str | None = None) -> str:
+    """The header line; ``device`` is what ``auto`` resolved to."""
+    s = settings
+    parts = [f"budget={s.budget}", f"corpus={s.corpus}", f"seqlen={s.seqlen or 'auto'}", f"protocol={s.protocol}"]
+    if s.stride is not None:
+        parts.append(f"stride={s.stride}")
+    parts += [f"batch={s.batch_size}", f"device={device or s.device or 'model'}", f"dtype={s.dtype}"]
+    if s.max_windows:
+        parts.append(f"max_windows={s.max_windows}")
+    if s.baselines:
+        parts.append(f"baselines={s.baselines}{' (update)' if s.update_baselines else ''}{' (strict)' if s.strict else ''}")
+    if s.no_cache:
+        parts.append("cache=off")
+    if s.remeasure:
+        parts.append("remeasure")
+    if s.early_stop:
+        parts.append(f"early_stop@{s.confidence:g}")
+    v = software_versions()
+    parts.append(f"torch={v['torch']} transformers={v['transformers']}")
+    return "llmppl: " + " ".join(parts)
+
+
+def json_report(records: list[Record], settings: Settings, outcomes: dict[str, int]) -> str:
+    data = {
+        "format": REPORT_FORMAT,
+        "settings": settings.to_json(),
+        "versions": software_versions(),
+        "outcomes": outcomes,
+        "summary": summary_counts(records),
+        "records": [to_json(r) for r in records],
+    }
+    return json.dumps(data, indent=1, allow_nan=False) + "\n"
+
+
+def markdown(records: list[Record], header: str = "", outcomes: dict[str, int] | None = None) -> str:
+    """A GitHub-flavoured markdown table (test ids in code spans, pipes escaped) and, per failing
+    check, a mermaid chart of the NLL rise along the corpus."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    columns, rows = _grid(records)
+    icons = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "NAN": "⚠️ NaN"}
     lines = ["### pytest-llmppl perplexity checks", ""]
     if header:
         lines += [cell(header), ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join("---" if c in ("test", "corpus", "verdict", "source") else "---:" for c in COLUMNS) + "|")
-    for row in table_rows(records):
-        verdict = row[8]
-        icon = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "NAN": "❌ NAN"}.get(verdict, verdict)
-        lines.append("| " + " | ".join(cell(c) for c in (*row[:8], icon, *row[9:])) + " |")
-    counts = summary_counts(records)
-    lines += ["", f"{counts['pass']} passed, {counts['fail']} failed, {counts['nan']} not finite, "
-              f"{counts['baseline']} baselines ({counts['baseline_measured']} measured)."]
+    lines.append("| " + " | ".join(c.header for c in columns) + " |")
+    lines.append("|" + "|".join("---:" if c.numeric else "---" for c in columns) + "|")
+    for row in rows:
+        shown = []
+        for c, value in zip(columns, row):
+            if c.header == "test":
+                value = f"`{value.replace('`', '')}`"
+            elif c.header == "verdict":
+                value = icons.get(value, value)
+            shown.append(cell(value))
+        lines.append("| " + " | ".join(shown) + " |")
+    lines += ["", _footer(records, outcomes or {})]
+    for r in [r for r in records if isinstance(r, CheckRecord) and r.verdict is Verdict.FAIL][:MAX_CHARTS]:
+        lines += ["", *_chart(r)]
     return "\n".join(lines) + "\n"
 
 
-def summary_counts(records: list[dict]) -> dict:
-    c = {"pass": 0, "fail": 0, "nan": 0, "baseline": 0, "baseline_measured": 0, "measured": 0}
-    for r in records:
-        v = r.get("verdict")
-        if v in c:
-            c[v] += 1
-        if r.get("kind") == "baseline" and r.get("baseline_source") == "measured":
-            c["baseline_measured"] += 1
-    return c
+def _footer(records: list[Record], outcomes: dict[str, int]) -> str:
+    c = summary_counts(records)
+    tests = ", ".join(f"{n} {k}" for k, n in outcomes.items() if n)
+    ours = (f"checks: {c['pass']} pass, {c['fail']} fail, {c['nan']} not finite; "
+            f"{c['baseline']} baselines ({c['baseline_measured']} measured); "
+            f"{c['served_without_forward']} numbers served without a forward.")
+    return (f"pytest: {tests}. " if tests else "") + ours
 
 
-def _clean(value):
-    """Non-finite floats become null: the report stays valid JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def json_report(records: list[dict], settings: dict) -> str:
-    data = {"settings": settings, "summary": summary_counts(records), "records": records}
-    return json.dumps(_clean(data), indent=1, default=str, allow_nan=False) + "\n"
+def _chart(r: CheckRecord) -> list[str]:
+    """Mermaid ``xychart-beta``: ΔNLL per token of each window, in corpus order."""
+    values = [0.0 if d is None or not math.isfinite(d) else round(d, 4) for d in r.window_delta]
+    if not values:
+        return []
+    lo, hi = min(0.0, *values), max(0.0, *values)
+    title = f"ΔNLL per window (nats/token): {r.subject.test}".replace('"', "'")
+    worst = "; ".join(f"window {w.window}{' in ' + repr(w.heading) if w.heading else ''} {w.delta_nll:+.3f}"
+                      for w in r.worst)
+    return [
+        f"<details open><summary>{r.subject.test}: where it got worse{': ' + worst if worst else ''}</summary>",
+        "",
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{title}"',
+        f'    x-axis "window" [{", ".join(str(i) for i in r.window_index)}]',
+        f'    y-axis "ΔNLL" {lo:.4f} --> {hi if hi > lo else lo + 1e-3:.4f}',
+        f"    bar [{', '.join(f'{v:.4f}' for v in values)}]",
+        "```",
+        "",
+        "</details>",
+    ]

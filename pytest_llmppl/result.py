@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,12 @@ class PerplexityResult:
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int = 1
-    extra: dict = field(default_factory=dict, compare=False)
+    head_path: str = "full"        # which forward ran: "chunked" (decoder, then the head in chunks) or "full"
+    tokens_source: str = ""        # memory | cache | tokenized
+    # The dense model's argmax at each scored position (window -> int32 array), when kept.
+    top1: dict[int, Any] | None = field(default=None, compare=False, repr=False)
+    # The measurement's identity, when the plugin measured it (``identity.MeasurementSpec``).
+    identity: Any = field(default=None, compare=False, repr=False)
 
     def __float__(self) -> float:
         return float(self.ppl)
@@ -68,15 +74,20 @@ class PerplexityResult:
         """ln(ppl): the weighted mean NLL per scored position."""
         return sum(self.window_nll) / sum(self.window_weight)
 
-    def to_dict(self) -> dict:
-        """JSON-safe dict; a non-finite ppl becomes null with ``finite: false``."""
-        data = asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (``json.dumps(..., allow_nan=False)`` accepts it): a non-finite ppl or
+        window NLL becomes null, with ``finite: false``; top-1 arrays are left out."""
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("top1", "identity")}
         data["window_index"] = list(self.window_index)
         data["window_nll"] = [_json_float(x) for x in self.window_nll]
         data["window_weight"] = list(self.window_weight)
         data["ppl"] = _json_float(self.ppl)
+        data["seconds"] = _json_float(self.seconds)
+        data["tokens_per_second"] = _json_float(self.tokens_per_second)
         data["finite"] = self.finite
         data["subset"] = self.subset
+        if self.identity is not None:
+            data["identity"] = self.identity.to_json()
         return data
 
     def __str__(self) -> str:

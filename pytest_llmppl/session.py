@@ -1,49 +1,62 @@
-"""What the fixtures do, without pytest: measure, serve baselines, decide checks.
+"""What the fixtures do, without pytest's hook machinery: identify, serve or measure, decide.
 
-One ``PPLSession`` per pytest process.  Baselines come from, in order: this
-process's memory, the committed file (``--ppl-baselines``), the local cache, and
-only then a measurement, which is done under a cross-process lock so that several
-xdist workers needing the same baseline measure it once.
+One ``PPLSession`` per pytest process.  Every fixture call is identified once
+(``MeasurementSpec``); its result then comes from, in order: this process's memory,
+the committed file (baselines only), the local store, and only then a measurement,
+done under a cross-process lock so xdist workers needing the same result measure it
+once.  Complete results are stored, so an unchanged model is judged with no forward.
+The session also owns its records, their xdist publish/merge and the end-of-run files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
-from .baselines import (
-    NAMESPACE,
-    TOP1_NAMESPACE,
-    BaselineKey,
-    BaselinesFile,
-    baseline_key,
-    entry_to_result,
-    pack_top1,
-    result_to_entry,
-    unpack_top1,
+from .baselines import BaselinesFile, entry_for, entry_result
+from .errors import LLMPPLError
+from .identity import MeasurementSpec, software_versions
+from .records import (
+    BaselineRecord,
+    CheckRecord,
+    EarlyInfo,
+    MeasureRecord,
+    Record,
+    Source,
+    Subject,
+    Verdict,
+    from_json,
+    to_json,
 )
+from .result import PerplexityResult
 from .settings import Budget, Settings
 
 
-class PPLCheckFailure(AssertionError):
-    """A check over budget, or a non-finite perplexity: an ordinary test failure."""
+class PPLFailure(AssertionError):
+    """A check over budget, a non-finite perplexity, a baseline that does not match its check,
+    or a strict miss: an ordinary test failure, reported as one message."""
+
+
+PPLCheckFailure = PPLFailure  # the name of 0.1
 
 
 class BaselineMismatchWarning(UserWarning):
-    """The committed baseline was measured on another device or dtype."""
+    """The committed baseline was measured elsewhere (device, dtype, attention, versions)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Baseline:
     """What ``ppl_baseline`` returns: the result plus where it came from."""
 
-    result: object
-    source: str  # memory | file | cache | measured
-    key: BaselineKey
+    result: PerplexityResult
+    source: Source
+    spec: MeasurementSpec
     model: str = ""
-    top1: dict | None = None  # window -> the dense model's argmax at each scored position
 
     def __float__(self) -> float:
         return float(self.result.ppl)
@@ -52,237 +65,349 @@ class Baseline:
     def ppl(self) -> float:
         return self.result.ppl
 
+    @property
+    def top1(self) -> dict[int, Any] | None:
+        return self.result.top1
+
     def __repr__(self) -> str:
-        return f"Baseline(ppl={self.ppl:.4f}, source={self.source!r})"
+        return f"Baseline(ppl={self.ppl:.4f}, source={self.source.value!r})"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One fixture call made concrete: settings, tokens and identity."""
+
+    settings: Settings
+    prepared: Any  # measurement.Prepared
+    spec: MeasurementSpec
+    device: str | None
+    model_name: str
+
+    def subject(self, test: str, result: PerplexityResult | None = None) -> Subject:
+        s, r = self.spec, result
+        return Subject(test=test, model=self.model_name, model_id=s.model_id, corpus=s.corpus_name,
+                       seqlen=s.seqlen, protocol=s.protocol, stride=s.stride,
+                       n_windows=r.n_windows if r is not None else s.n_windows, n_windows_total=s.n_windows_total,
+                       device=s.device_type, dtype=s.dtype)
 
 
 @dataclass
 class PPLSession:
     settings: Settings
-    store: object = None  # cache.Store, or None with --ppl-no-cache
     file: BaselinesFile | None = None
-    records: list = field(default_factory=list)
-    _memo: dict = field(default_factory=dict)
+    auto_device: str | None = None  # what "auto" resolved to at start-up
+    cache_root: Any = None          # pytest's own store folder (.pytest_cache/d/llmppl), if any
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    pending: list[Record] = field(default_factory=list)   # made in this process, not yet published
+    collected: list[dict[str, Any]] = field(default_factory=list)  # every record of the run (controller)
+    ran: set[str] = field(default_factory=set)    # tests whose call phase ran
+    seen: set[str] = field(default_factory=set)   # tests that reported at all
+    deselected: int = 0
+    _memo: dict[str, tuple[PerplexityResult, bool]] = field(default_factory=dict)  # key -> (result, measured here)
+    _store: Any = None
+    forwards: int = 0  # evaluations run by this process (tests count them)
 
-    # -- measuring ------------------------------------------------------------
-    def measure(self, model, tokenizer, settings: Settings, **extra):
-        from .api import evaluate
+    # -- the store -----------------------------------------------------------------
+    @property
+    def store(self) -> Any:
+        """The local store, opened on first use; None with --ppl-no-cache."""
+        if self._store is None and not self.settings.no_cache:
+            from .cache import Store
 
-        return evaluate(model, tokenizer, store=self.store, use_cache=self.store is not None,
-                        **settings.engine_kwargs(), **extra)
+            self._store = Store(self.settings.cache_dir or self.cache_root)
+        return self._store
 
-    def _early_rule(self, model, base, threshold: float, settings: Settings):
-        """An EarlyDecision and a fixed pseudo-random window order, when the baseline covers
-        every window of the same corpus/seqlen/protocol; else (None, None)."""
-        import random
+    def _results(self) -> Any:
+        from .results import ResultStore
 
-        from .corpus import load_corpus
-        from .engine import resolve_seqlen
-        from .stats import EarlyDecision
+        return ResultStore(self.store) if self.store is not None else None
 
-        if not settings.early_stop or settings.max_windows is not None or not hasattr(base, "window_index"):
-            return None, None
-        same = (base.n_windows == base.n_windows_total and base.protocol == settings.protocol
-                and base.seqlen == resolve_seqlen(model, settings.seqlen, settings.allow_long_seqlen)
-                and base.corpus == load_corpus(settings.corpus).name)
-        if not same:
-            return None, None
-        idx = list(base.window_index)
-        rule = EarlyDecision(dict(zip(idx, base.window_nll)), dict(zip(idx, base.window_weight)), threshold,
-                             settings.confidence)
-        random.Random(0).shuffle(idx)
-        return rule, idx
+    # -- identifying a call ----------------------------------------------------------
+    def _call(self, model: Any, tokenizer: Any, overrides: dict[str, Any]) -> Call:
+        from .measurement import identify, prepare
 
-    def _key(self, model, tokenizer, settings: Settings):
-        from .api import resolve_tokenizer
-        from .corpus import load_corpus
-        from .engine import resolve_seqlen
-        from .fingerprint import model_fingerprint, tokenizer_fingerprint
-
-        tok = resolve_tokenizer(model, tokenizer)
-        corpus = load_corpus(settings.corpus)
-        seqlen = resolve_seqlen(model, settings.seqlen, settings.allow_long_seqlen)
-        device_type = (settings.device or _model_device(model)).split(":")[0]
-        key = baseline_key(model_fingerprint(model), tokenizer_fingerprint(tok), corpus.fingerprint,
-                           protocol=settings.protocol, seqlen=seqlen, stride=settings.stride,
-                           max_windows=settings.max_windows, device_type=device_type,
-                           dtype=settings.dtype if settings.dtype != "auto" else _model_dtype(model))
-        return tok, key, device_type
-
-    # -- baselines --------------------------------------------------------------
-    def baseline(self, model, tokenizer=None, test: str = "", **overrides) -> Baseline:
         settings = self.settings.with_overrides(**overrides)
+        device = self.resolve_device(settings.device)
+        prepared = prepare(model, tokenizer, settings.corpus, settings.seqlen, protocol=settings.protocol,
+                           stride=settings.stride, max_windows=settings.max_windows, store=self.store,
+                           allow_long_seqlen=settings.allow_long_seqlen)
+        spec = identify(model, prepared, device, None if settings.dtype == "auto" else settings.dtype)
+        return Call(settings, prepared, spec, device, model_name(model))
+
+    def resolve_device(self, device: str | None) -> str | None:
+        """``auto`` as resolved at start-up (or now); a per-call device checked as options are."""
+        if device is not None and device != "auto" and device != self.settings.device:
+            from .startup import check_device
+
+            check_device(device)
+        if device != "auto":
+            return device
+        if self.auto_device is None:
+            import torch
+
+            self.auto_device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        return self.auto_device
+
+    # -- serving or measuring ----------------------------------------------------------
+    def _served(self, call: Call, *, fresh_only: bool = False) -> tuple[PerplexityResult | None, Source]:
+        """A complete result for this identity from memory or the store, if there is one.
+        ``fresh_only`` (--ppl-update-baselines): only what this run measured (here or in
+        another xdist worker) counts."""
+        if self.settings.remeasure:
+            return None, Source.MEASURED
+        hit = self._memo.get(call.spec.key)
+        if hit is not None and (hit[1] or not fresh_only):
+            return hit[0], Source.MEMORY
+        results = self._results()
+        found = results.get(call.spec, run=self.run_id if fresh_only else None) if results is not None else None
+        return (found, Source.CACHE) if found is not None else (None, Source.MEASURED)
+
+    def _measure(self, model: Any, call: Call, *, fresh_only: bool = False, order: list[int] | None = None,
+                 stop: Any = None) -> tuple[PerplexityResult, Source]:
+        """Measure under the store's lock (re-checking it first); store a complete result."""
+        results = self._results()
+        if results is None:
+            return self._forward(model, call, order, stop), Source.MEASURED
+        with results.lock(call.spec):
+            found, source = self._served(call, fresh_only=fresh_only)
+            if found is not None:
+                return found, source
+            result = self._forward(model, call, order, stop)
+            results.put(call.spec, result, run=self.run_id)
+            return result, Source.MEASURED
+
+    def _forward(self, model: Any, call: Call, order: list[int] | None, stop: Any) -> PerplexityResult:
+        from .measurement import run
+
+        s = call.settings
+        self.forwards += 1
+        result = run(model, call.prepared, batch_size=s.batch_size, device=call.device,
+                     dtype=None if s.dtype == "auto" else s.dtype, order=order, stop=stop, top1=True,
+                     identity=call.spec)
+        if result.n_windows == call.spec.n_windows:
+            self._memo[call.spec.key] = (result, True)
+        return result
+
+    def _obtain(self, model: Any, call: Call, *, fresh_only: bool = False) -> tuple[PerplexityResult, Source]:
+        found, source = self._served(call, fresh_only=fresh_only)
+        if found is None:
+            found, source = self._measure(model, call, fresh_only=fresh_only)
+        if source is not Source.MEASURED:
+            self._memo.setdefault(call.spec.key, (found, False))
+        return found, source
+
+    # -- the three fixtures ------------------------------------------------------------
+    def measure(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> PerplexityResult:
+        """``ppl_of``: a result (served when this identity was measured before)."""
         t0 = time.perf_counter()
-        tok, key, device_type = self._key(model, tokenizer, settings)
-        name = str(getattr(model, "name_or_path", "") or type(model).__name__)
-        found = self._memo.get(key.cache)
-        if found is None:
-            found = self._from_file(key, device_type, settings, name)
-        if found is None and self.store is not None and not self.settings.update_baselines:
-            entry = self.store.get_json(NAMESPACE, key.cache)
-            if entry is not None:
-                found = Baseline(entry_to_result(entry), "cache", key, name, self._cached_top1(key))
-        if found is None:
-            found = self._measure_baseline(model, tok, settings, key, name)
-        self._memo[key.cache] = Baseline(found.result, "memory", key, name, found.top1)
-        if self.file is not None and self.settings.update_baselines and found.source == "measured":
-            self.file.record(key.content, result_to_entry(found.result, model=name, test=test))
-        self.records.append(_baseline_row(test, found, time.perf_counter() - t0))
-        return found
+        call = self._call(model, tokenizer, overrides)
+        result, source = self._obtain(model, call)
+        self.pending.append(MeasureRecord(call.subject(test, result), _finite_or_none(result.ppl), source,
+                                          time.perf_counter() - t0))
+        return result
 
-    def _cached_top1(self, key: BaselineKey):
-        if self.store is None:
-            return None
-        hit = self.store.get_array(TOP1_NAMESPACE, key.cache)
-        return unpack_top1(hit[0], hit[1]) if hit is not None else None
+    def baseline(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> Baseline:
+        """``ppl_baseline``: from memory, the committed file, the store, or measured once."""
+        t0 = time.perf_counter()
+        call = self._call(model, tokenizer, overrides)
+        updating = self.file is not None and self.settings.update_baselines
+        notes: tuple[str, ...] = ()
+        found: PerplexityResult | None = None
+        source = Source.MEASURED
+        if not updating:
+            hit = None if self.settings.remeasure else self._memo.get(call.spec.key)
+            if hit is not None:
+                found, source = hit[0], Source.MEMORY
+            elif self.file is not None:
+                found, notes = self._from_file(call)
+                source = Source.FILE
+        if found is None:
+            found, source = self._obtain(model, call, fresh_only=updating)
+        if updating and self.file is not None:
+            self._record_in_file(call, found, test)
+        elif self.file is not None and source is not Source.FILE:
+            self.file.used.add(call.spec.file_key)
+        self.pending.append(BaselineRecord(call.subject(test, found), _finite_or_none(found.ppl), source,
+                                           time.perf_counter() - t0, notes))
+        return Baseline(found, source, found.identity or call.spec, call.model_name)
 
-    def _from_file(self, key: BaselineKey, device_type: str, settings: Settings, name: str):
-        if self.file is None or self.settings.update_baselines:
-            return None
-        entry = self.file.get(key.content)
+    def check(self, model: Any, tokenizer: Any = None, *, baseline: Any, budget: Budget, test: str = "",
+              **overrides: Any) -> PerplexityResult:
+        """``ppl_check``: serve or measure the candidate, decide against ``baseline + budget``."""
+        from .decision import decide, early_rule
+
+        t0 = time.perf_counter()
+        call = self._call(model, tokenizer, overrides)
+        base, base_source, base_ppl = _unpack_baseline(baseline)
+        if not math.isfinite(base_ppl):
+            raise PPLFailure(f"the baseline perplexity is {base_ppl}: a baseline must be finite to compare against.")
+        base_spec = getattr(base, "identity", None)
+        if base_spec is not None:
+            _refuse_mismatch(base_spec, call.spec)
+        threshold = budget.threshold(base_ppl)
+        result, source = self._served(call)
+        rule = None
+        if result is None:
+            rule, order = early_rule(base, base_spec, call, threshold)
+            stop = (lambda done, nlls: rule.update(done, nlls) is not None) if rule is not None else None
+            result, source = self._measure(model, call, order=order, stop=stop)
+            if source is not Source.MEASURED:
+                rule = None  # another worker's complete result: exact, no early estimate
+        record = decide(call, test, base, base_ppl, base_source, result, source, budget, threshold, rule,
+                        time.perf_counter() - t0)
+        self.pending.append(record)
+        if record.verdict is not Verdict.PASS:
+            from .decision import failure_message
+
+            raise PPLFailure(failure_message(record))
+        return result
+
+    # -- the committed file --------------------------------------------------------------
+    def _from_file(self, call: Call) -> tuple[PerplexityResult | None, tuple[str, ...]]:
+        assert self.file is not None
+        entry = self.file.get(call.spec.file_key)
         if entry is None:
             if self.settings.strict:
-                raise PPLCheckFailure(
-                    f"baseline for {name} (corpus {settings.corpus}, seqlen {settings.seqlen or 'auto'}) is missing "
-                    f"from {self.file.path} and --ppl-strict is on: run the suite once with "
-                    "--ppl-update-baselines on this runner and commit the file."
-                )
-            return None
-        want_dtype = settings.dtype if settings.dtype != "auto" else None
-        if entry["device"] != device_type or (want_dtype and entry["dtype"] != want_dtype):
-            msg = (f"committed baseline for {name} was measured on {entry['device']}/{entry['dtype']}, "
-                   f"this run evaluates on {device_type}/{want_dtype or 'the model dtype'}: refresh it with "
+                raise PPLFailure(self._missing_message(call))
+            return None, ()
+        self.file.used.add(call.spec.file_key)
+        differ = call.spec.runtime_differences(call.spec.with_runtime(entry))
+        if "device" in differ or "dtype" in differ:
+            msg = (f"committed baseline for {call.model_name} was measured on {entry['device']}/{entry['dtype']}, "
+                   f"this run evaluates on {call.spec.device_type}/{call.spec.dtype}: refresh it with "
                    "--ppl-update-baselines on this runner")
             if self.settings.strict:
-                raise PPLCheckFailure(msg + " (--ppl-strict).")
-            warnings.warn(msg + "; measuring instead.", BaselineMismatchWarning, stacklevel=3)
+                raise PPLFailure(msg + " (--ppl-strict).")
+            warnings.warn(msg + "; measuring instead.", BaselineMismatchWarning, stacklevel=4)
+            return None, ()
+        notes = tuple(f"committed baseline recorded with {name} {was}, this run has {now}"
+                      for name, (was, now) in differ.items())
+        if notes:
+            warnings.warn(f"{call.model_name}: {'; '.join(notes)} (numbers may differ slightly; refresh with "
+                          "--ppl-update-baselines)", BaselineMismatchWarning, stacklevel=4)
+        result = entry_result(entry, call.spec)
+        results = self._results()
+        cached = results.get(call.spec) if results is not None and not differ else None
+        if cached is not None and cached.window_nll == result.window_nll:  # the same numbers: keep its argmax
+            result = dataclasses.replace(result, top1=cached.top1)
+        return result, notes
+
+    def _missing_message(self, call: Call) -> str:
+        assert self.file is not None
+        msg = (f"baseline for {call.model_name} ({call.spec.describe()}) is missing from {self.file.path} and "
+               "--ppl-strict is on: run the suite once with --ppl-update-baselines on this runner and commit the file.")
+        return msg
+
+    def _record_in_file(self, call: Call, result: PerplexityResult, test: str) -> None:
+        assert self.file is not None
+        if not result.finite:
+            warnings.warn(f"baseline for {call.model_name} is {result.ppl} (not finite): not recorded in "
+                          f"{self.file.path}", BaselineMismatchWarning, stacklevel=4)
+            return
+        self.file.record(call.spec.file_key, entry_for(result, call.spec, test=test, model=call.model_name,
+                                                       file_dir=self.file.folder))
+
+    # -- records: publish (any process), collect (controller), finish --------------------
+    def take_pending(self) -> list[dict[str, Any]]:
+        out = [to_json(r) for r in self.pending]
+        self.pending.clear()
+        return out
+
+    def collect(self, nodeid: str, when: str, records: list[dict[str, Any]] | None) -> None:
+        self.seen.add(nodeid)
+        if when == "call":
+            self.ran.add(nodeid)
+        if records:
+            self.collected.extend(records)
+
+    def worker_output(self) -> dict[str, Any]:
+        """What a worker hands the controller at its end (records travel with the reports)."""
+        if self.file is None:
+            return {}
+        return {"updated": dict(self.file.updated), "used": sorted(self.file.used)}
+
+    def merge_worker(self, output: dict[str, Any]) -> None:
+        if self.file is None or not output:
+            return
+        for key, entry in output.get("updated", {}).items():
+            self.file.record(key, entry)
+        self.file.used.update(output.get("used", ()))
+
+    def records(self) -> list[Record]:
+        return [from_json(r) for r in self.collected]
+
+    def finish(self, whole_files: set[str], outcome_counts: dict[str, int], header: str) -> list[str]:
+        """End of run (controller only): rewrite the committed file, write the reports.
+        Returns lines for the terminal."""
+        from .files import write_text_file
+
+        lines = []
+        if self.file is not None and self.settings.update_baselines:
+            stale = self.file.stale(self.ran, self.seen, whole_files)
+            if self.file.updated or stale:
+                write_text_file(self.file.path, self.file.render(drop=stale))
+                lines.append(f"llmppl baselines written to {self.file.path}: {len(self.file.updated)} recorded, "
+                             f"{len(stale)} unused removed")
+        if self.settings.report or self.settings.report_md:
+            from . import report
+
+            records = self.records()
+            if self.settings.report:
+                write_text_file(self.settings.report, report.json_report(records, self.settings, outcome_counts))
+                lines.append(f"llmppl report written to {self.settings.report}")
+            if self.settings.report_md:
+                write_text_file(self.settings.report_md, report.markdown(records, header, outcome_counts))
+                lines.append(f"llmppl report written to {self.settings.report_md}")
+        return lines
+
+    def version_note(self) -> str | None:
+        """A header line when the committed file was recorded with other torch/transformers."""
+        if self.file is None:
             return None
-        return Baseline(entry_to_result(entry), "file", key, name)
-
-    def _measure_baseline(self, model, tok, settings, key: BaselineKey, name: str) -> Baseline:
-        if self.store is None:
-            result = self.measure(model, tok, settings, top1=True)
-            return Baseline(result, "measured", key, name, result.extra.get("top1"))
-        path = self.store.path(NAMESPACE, key.cache)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self.store.lock(path.with_suffix(".measure"), timeout=3600):
-            if not self.settings.update_baselines:
-                entry = self.store.get_json(NAMESPACE, key.cache)  # another worker may have just measured it
-                if entry is not None:
-                    return Baseline(entry_to_result(entry), "cache", key, name, self._cached_top1(key))
-            result = self.measure(model, tok, settings, top1=True)
-            top1 = result.extra.get("top1")
-            if result.finite:
-                if top1 is not None:  # written first: the baseline entry is what readers look for
-                    data, meta = pack_top1(top1)
-                    self.store.put_array(TOP1_NAMESPACE, key.cache, data, meta)
-                self.store.put_json(NAMESPACE, key.cache, result_to_entry(result, model=name),
-                                    {"kind": "baseline", "model": name})
-        return Baseline(result, "measured", key, name, top1)
-
-    # -- checks -----------------------------------------------------------------
-    def check(self, model, tokenizer=None, *, baseline, budget: Budget, test: str = "", **overrides):
-        from .stats import paired_delta
-
-        settings = self.settings.with_overrides(**overrides)
-        base = baseline.result if isinstance(baseline, Baseline) else baseline
-        base_ppl = float(baseline)
-        if not math.isfinite(base_ppl):
-            raise PPLCheckFailure(f"the baseline perplexity is {base_ppl}: a baseline must be finite to compare against.")
-        threshold = budget.threshold(base_ppl)
-        rule, order = self._early_rule(model, base, threshold, settings)
-        stop = (lambda done, nlls: rule.update(done, nlls) is not None) if rule is not None else None
-        base_top1 = getattr(baseline, "top1", None)
-        result = self.measure(model, tokenizer, settings, order=order, stop=stop, top1=base_top1 is not None)
-        early = rule is not None and result.subset and rule.verdict in ("pass", "fail")
-        measured = math.exp(rule.estimate[0]) if early else result.ppl
-        finite = result.finite and math.isfinite(measured)
-        row = {
-            "test": test, "kind": "check", "corpus": result.corpus, "seqlen": result.seqlen,
-            "protocol": result.protocol, "n_windows": result.n_windows, "n_windows_total": result.n_windows_total,
-            "baseline": base_ppl, "measured": measured if finite else None,
-            "delta": measured - base_ppl if finite else None, "budget": str(budget),
-            "threshold": threshold, "baseline_source": getattr(baseline, "source", "given"),
-            "seconds": result.seconds, "device": result.device, "dtype": result.dtype,
-        }
-        if early:
-            est, se = rule.estimate
-            row["early"] = {"decided_after": rule.decided_at, "of": rule.n_total, "confidence": rule.confidence,
-                            "estimate_ppl": measured, "ln_ppl_se": se, "z": rule.z}
-        if result.finite and hasattr(base, "window_index"):
-            wanted = set(result.window_index)
-            pairs = [(i, n, w) for i, n, w in zip(base.window_index, base.window_nll, base.window_weight) if i in wanted]
-            if len(pairs) == result.n_windows:
-                row["paired"] = paired_delta([p[1] for p in pairs], [p[2] for p in pairs], result.window_nll,
-                                             result.window_weight, result.n_windows_total).to_dict()
-        if base_top1 is not None and result.extra.get("top1"):
-            from .stats import top1_agreement
-
-            try:
-                row["top1"] = top1_agreement(base_top1, result.extra["top1"])
-            except ValueError:
-                pass
-        where = (f"corpus {result.corpus}, seqlen {result.seqlen}, {result.n_windows}/{result.n_windows_total} "
-                 f"windows, protocol {result.protocol}")
-        if early:
-            where += (f"; early verdict after {rule.decided_at}/{rule.n_total} windows at "
-                      f"{100 * rule.confidence:g}% confidence, PPL is an estimate")
-        if not finite:
-            row["verdict"] = "nan"
-            self.records.append(row)
-            raise PPLCheckFailure(
-                f"ppl_check: perplexity is {result.ppl} (not finite) against baseline {base_ppl:.4f} "
-                f"[{where}]. A half-precision overflow after pruning is the usual cause: evaluate in "
-                "bfloat16/float32 (--ppl-dtype) or inspect the pruned layers."
-            )
-        passed = rule.verdict == "pass" if early else measured <= threshold
-        row["verdict"] = "pass" if passed else "fail"
-        self.records.append(row)
-        if not passed:
-            over = measured - threshold
-            paired = row.get("paired")
-            noise = f"; paired dPPL {paired['delta_ppl']:+.4f} ± {paired['delta_ppl_se']:.4f} (SE)" if paired else ""
-            raise PPLCheckFailure(
-                f"ppl_check: PPL {measured:.4f} exceeds the threshold {threshold:.4f} by {over:.4f} "
-                f"(baseline {base_ppl:.4f} + budget {budget} = {threshold:.4f}; "
-                f"+{measured - base_ppl:.4f}, {100 * (measured / base_ppl - 1):+.2f}% vs baseline{noise}) "
-                f"[{where}]"
-            )
-        return result
-
-    def plain(self, model, tokenizer=None, test: str = "", **overrides):
-        settings = self.settings.with_overrides(**overrides)
-        result = self.measure(model, tokenizer, settings)
-        self.records.append({"test": test, "kind": "measure", "corpus": result.corpus, "seqlen": result.seqlen,
-                             "protocol": result.protocol, "n_windows": result.n_windows,
-                             "n_windows_total": result.n_windows_total,
-                             "measured": result.ppl if result.finite else None, "seconds": result.seconds,
-                             "verdict": "measured" if result.finite else "nan"})
-        return result
+        here = software_versions()
+        other = sorted(v for v in self.file.recorded_versions() if v != (here["torch"], here["transformers"]))
+        if not other:
+            return None
+        there = ", ".join(f"torch {t} / transformers {tf}" for t, tf in other)
+        return (f"llmppl: baselines in {self.file.path.name} were recorded with {there}; this run has "
+                f"torch {here['torch']} / transformers {here['transformers']} (numbers may differ slightly)")
 
 
-def _baseline_row(test: str, found: Baseline, seconds: float) -> dict:
-    r = found.result
-    return {"test": test, "kind": "baseline", "corpus": r.corpus, "seqlen": r.seqlen, "protocol": r.protocol,
-            "n_windows": r.n_windows, "n_windows_total": r.n_windows_total,
-            "baseline": r.ppl if math.isfinite(r.ppl) else None, "baseline_source": found.source,
-            "seconds": seconds, "model": found.model, "verdict": "baseline", "device": r.device, "dtype": r.dtype}
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
-def _model_device(model) -> str:
-    from .engine import input_device
+def _unpack_baseline(baseline: Any) -> tuple[PerplexityResult | None, Source, float]:
+    if isinstance(baseline, Baseline):
+        return baseline.result, baseline.source, float(baseline)
+    if isinstance(baseline, PerplexityResult):
+        return baseline, Source.GIVEN, baseline.ppl
+    try:
+        return None, Source.GIVEN, float(baseline)
+    except (TypeError, ValueError):
+        raise LLMPPLError(
+            f"baseline must be what ppl_baseline returned, a PerplexityResult or a number, not {type(baseline).__name__}"
+        ) from None
 
-    return str(input_device(model))
+
+def _refuse_mismatch(base: MeasurementSpec, check: MeasurementSpec) -> None:
+    differ = base.mismatch(check)
+    if differ:
+        raise PPLFailure(
+            f"ppl_check: the baseline was measured differently ({', '.join(differ)} differ), so their windows "
+            f"cannot be compared. baseline: {base.describe()}; this check: {check.describe()}. Measure the baseline "
+            "with the same corpus, tokenizer, seqlen, protocol, stride and max_windows."
+        )
 
 
-def _model_dtype(model) -> str:
-    from .engine import _param_dtype
-
-    return str(_param_dtype(model)).replace("torch.", "")
+def model_name(model: Any) -> str:
+    name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    return str(name or type(model).__name__)
 
 
 def load_file(settings: Settings) -> BaselinesFile | None:
     """The committed file, validated now (so a malformed one is a start-up error)."""
     if not settings.baselines:
         return None
-    return BaselinesFile(settings.baselines).load(must_exist=settings.strict and not settings.update_baselines)
+    return BaselinesFile.load(settings.baselines, must_exist=settings.strict and not settings.update_baselines,
+                              replacing=settings.update_baselines)

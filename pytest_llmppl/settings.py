@@ -1,21 +1,28 @@
-"""Option / env / ini / marker precedence -> one frozen Settings object, and value parsing.
+"""One table of settings -> pytest options, ini keys, env vars, the CLI's choices and ``Settings``.
 
-Precedence for every setting: command-line option > ``PYTEST_LLMPPL_<NAME>`` env var >
-ini ``ppl_<name>`` > default.  The budget has one more level on top: the
-``@pytest.mark.ppl_budget(x)`` marker of the test.
+Every setting is declared once, as a field of ``Settings`` carrying its ``Option``
+(parser, help, flag or value, per-call, path).  Precedence: command-line option >
+``PYTEST_LLMPPL_<NAME>`` env var > ini ``ppl_<name>`` > default; the budget has one
+more level on top, the ``@pytest.mark.ppl_budget(x)`` marker.  Values are checked
+here, at start-up, so a typo never waits for a model to load.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, replace
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from .errors import SettingsError
 
-DEFAULT_BUDGET = "5%"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 PROTOCOLS = ("torch-pruning", "tokens", "sliding")
+DEFAULT_PROTOCOL = PROTOCOLS[0]
+ENV_PREFIX = "PYTEST_LLMPPL_"
+_DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu|npu|hpu)(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class Budget:
         return f"{self.value:g}%" if self.relative else f"{self.value:g}"
 
 
-def parse_budget(raw) -> Budget:
+def parse_budget(raw: Any) -> Budget:
     """``2.0`` (absolute PPL) or ``5%`` (relative); negative, NaN, inf or text are refused."""
     if isinstance(raw, Budget):
         return raw
@@ -50,33 +57,27 @@ def parse_budget(raw) -> Budget:
     return Budget(value, relative)
 
 
-def parse_batch_size(raw):
+def parse_batch_size(raw: Any) -> int | str:
     if raw is None or str(raw).strip().lower() == "auto":
         return "auto"
+    return _positive_int(raw, "batch size", "a positive integer or 'auto'")
+
+
+def _positive_int(raw: Any, name: str, what: str = "a positive integer", minimum: int = 1) -> int:
     try:
-        value = int(str(raw))
+        value = int(str(raw).strip())
     except ValueError:
-        raise SettingsError(f"invalid batch size {raw!r}: use a positive integer or 'auto'") from None
-    if value < 1:
-        raise SettingsError(f"invalid batch size {raw!r}: use a positive integer or 'auto'")
+        raise SettingsError(f"invalid {name} {raw!r}: use {what}") from None
+    if isinstance(raw, bool) or value < minimum:
+        raise SettingsError(f"invalid {name} {raw!r}: use {what}")
     return value
 
 
-def parse_positive_int(raw, name: str, allow_none: bool = True):
-    if raw is None or raw == "":
-        if allow_none:
-            return None
-        raise SettingsError(f"{name} needs a value")
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise SettingsError(f"invalid {name} {raw!r}: use a positive integer") from None
-    if value < 1:
-        raise SettingsError(f"invalid {name} {raw!r}: use a positive integer")
-    return value
+def parse_seqlen(raw: Any) -> int:
+    return _positive_int(raw, "seqlen", "an integer >= 2 (one token predicted from another)", minimum=2)
 
 
-def parse_confidence(raw) -> float:
+def parse_confidence(raw: Any) -> float:
     try:
         value = float(str(raw))
     except ValueError:
@@ -86,14 +87,15 @@ def parse_confidence(raw) -> float:
     return value
 
 
-def parse_choice(raw, name: str, choices) -> str:
+def parse_device(raw: Any) -> str:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ... (checked for form here, for presence at start-up)."""
     value = str(raw).strip().lower()
-    if value not in choices:
-        raise SettingsError(f"invalid {name} {raw!r}: choose one of {', '.join(choices)}")
+    if not _DEVICE.match(value):
+        raise SettingsError(f"invalid device {raw!r}: use auto, cpu, cuda, cuda:N or mps")
     return value
 
 
-def parse_bool(raw) -> bool:
+def parse_bool(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
     value = str(raw).strip().lower()
@@ -104,88 +106,147 @@ def parse_bool(raw) -> bool:
     raise SettingsError(f"invalid boolean {raw!r}: use true or false")
 
 
+def _choice(name: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = str(raw).strip().lower()
+        if value not in choices:
+            raise SettingsError(f"invalid {name} {raw!r}: choose one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _text(raw: Any) -> str:
+    return str(raw)
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one setting is given: its parser, help, and where it may appear."""
+
+    parse: Callable[[Any], Any]
+    help: str
+    flag: bool = False       # a store_true option (and a boolean ini key / env var)
+    per_call: bool = False   # may be overridden per fixture call (``ppl_of(m, t, seqlen=128)``)
+    path: bool = False       # an ini value relative to the ini file
+    choices: tuple[str, ...] | None = None
+
+
+def setting(default: Any, parse: Callable[[Any], Any], help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"option": Option(parse, help, **kw)})
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything a ppl fixture needs, resolved once per session."""
+    """Everything a ppl fixture needs, resolved once per session: the one table of settings."""
 
-    budget: Budget = field(default_factory=lambda: parse_budget(DEFAULT_BUDGET))
-    corpus: str = "wikitext2"
-    seqlen: int | None = None
-    protocol: str = "torch-pruning"
-    stride: int | None = None
-    batch_size: object = "auto"
-    max_windows: int | None = None
-    device: str | None = None
-    dtype: str = "auto"
-    cache_dir: str | None = None
-    no_cache: bool = False
-    baselines: str | None = None
-    update_baselines: bool = False
-    strict: bool = False
-    report: str | None = None
-    report_md: str | None = None
-    allow_long_seqlen: bool = False
-    early_stop: bool = False
-    confidence: float = 0.99
+    budget: Budget = setting(Budget(5.0, True), parse_budget,
+                             "allowed PPL rise over the baseline: absolute (2.0) or relative (5%%)")
+    corpus: str = setting("wikitext2", _text, "wikitext2 | ptb | c4 | FILE | hf:NAME[:CONFIG]:SPLIT[:COLUMN]",
+                          per_call=True)
+    seqlen: int | None = setting(None, parse_seqlen,
+                                 "window length (default: model.seqlen, else min(max_position_embeddings, 4096))",
+                                 per_call=True)
+    protocol: str = setting(DEFAULT_PROTOCOL, _choice("protocol", PROTOCOLS), " | ".join(PROTOCOLS),
+                            per_call=True, choices=PROTOCOLS)
+    stride: int | None = setting(None, lambda v: _positive_int(v, "stride"),
+                                 "stride of --ppl-protocol=sliding (default: seqlen)", per_call=True)
+    batch_size: int | str = setting("auto", parse_batch_size, "windows per forward: N or auto", per_call=True)
+    max_windows: int | None = setting(None, lambda v: _positive_int(v, "max_windows"),
+                                      "evaluate an evenly spread subset of N windows (an estimate)", per_call=True)
+    device: str | None = setting(None, parse_device,
+                                 "evaluate on this device (cpu, cuda, cuda:1, or auto: one GPU per xdist worker, "
+                                 "else cuda:0, else cpu; default: where the model is)", per_call=True)
+    dtype: str = setting("auto", _choice("dtype", DTYPES),
+                         "auto | float32 | bfloat16 | float16 (lower than the weights: autocast)",
+                         per_call=True, choices=DTYPES)
+    cache_dir: str | None = setting(None, _text, "where tokens and results are cached (default: .pytest_cache/d/llmppl)",
+                                    path=True)
+    no_cache: bool = setting(False, parse_bool, "do not read or write the llmppl cache", flag=True)
+    remeasure: bool = setting(False, parse_bool, "measure every result afresh (the cache is still written)",
+                              flag=True)
+    baselines: str | None = setting(None, _text,
+                                    "committed baselines JSON file to read (and write with --ppl-update-baselines)",
+                                    path=True)
+    update_baselines: bool = setting(False, parse_bool,
+                                     "measure baselines afresh and write them to --ppl-baselines", flag=True)
+    strict: bool = setting(False, parse_bool, "a baseline missing from --ppl-baselines fails instead of being measured",
+                           flag=True)
+    report: str | None = setting(None, _text, "write a JSON report to this file", path=True)
+    report_md: str | None = setting(None, _text, "write a markdown report (for $GITHUB_STEP_SUMMARY) to this file",
+                                    path=True)
+    allow_long_seqlen: bool = setting(False, parse_bool, "allow seqlen beyond the model's max_position_embeddings",
+                                      flag=True, per_call=True)
+    early_stop: bool = setting(False, parse_bool,
+                               "stop a check once its verdict is certain at --ppl-confidence "
+                               "(windows in a fixed random order)", flag=True, per_call=True)
+    confidence: float = setting(0.99, parse_confidence,
+                                "confidence of an early verdict with --ppl-early-stop (default 0.99)", per_call=True)
 
-    def with_overrides(self, **overrides) -> "Settings":
+    def __post_init__(self) -> None:
+        if self.stride is not None and self.protocol != "sliding":
+            raise SettingsError(
+                f"--ppl-stride {self.stride} applies only to protocol sliding (this is {self.protocol}): "
+                "drop --ppl-stride or add --ppl-protocol=sliding"
+            )
+        if self.stride is not None and self.seqlen is not None and self.stride > self.seqlen:
+            raise SettingsError(
+                f"--ppl-stride {self.stride} is longer than seqlen {self.seqlen}: tokens between windows would never "
+                "be scored; use a stride <= seqlen"
+            )
+
+    def with_overrides(self, **overrides: Any) -> Settings:
         """Per-call overrides (``ppl_of(model, tok, seqlen=128)``), validated like options."""
-        unknown = set(overrides) - set(PER_CALL)
+        allowed = per_call_names()
+        unknown = set(overrides) - set(allowed)
         if unknown:
             raise SettingsError(
-                f"unknown override(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(PER_CALL))}"
+                f"unknown override(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
             )
-        parsed = {k: PARSERS[k](v) for k, v in overrides.items()}
+        parsed = {k: OPTIONS[k].parse(v) for k, v in overrides.items() if v is not None}
+        if "protocol" in parsed and parsed["protocol"] != "sliding" and "stride" not in parsed:
+            parsed["stride"] = None
         return replace(self, **parsed)
 
-    def engine_kwargs(self) -> dict:
-        return dict(corpus=self.corpus, seqlen=self.seqlen, protocol=self.protocol, stride=self.stride,
-                    max_windows=self.max_windows, batch_size=self.batch_size, device=self.device,
-                    dtype=None if self.dtype == "auto" else self.dtype,
-                    allow_long_seqlen=self.allow_long_seqlen)
+    def engine_kwargs(self) -> dict[str, Any]:
+        return dict(protocol=self.protocol, stride=self.stride, max_windows=self.max_windows,
+                    batch_size=self.batch_size, device=self.device,
+                    dtype=None if self.dtype == "auto" else self.dtype)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON with types kept (``"seqlen": 128``, ``"no_cache": false``); the budget as written."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Budget) else value
+        return out
 
 
-PARSERS = {
-    "budget": parse_budget,
-    "corpus": lambda v: str(v),
-    "seqlen": lambda v: parse_positive_int(v, "seqlen"),
-    "protocol": lambda v: parse_choice(v, "protocol", PROTOCOLS),
-    "stride": lambda v: parse_positive_int(v, "stride"),
-    "batch_size": parse_batch_size,
-    "max_windows": lambda v: parse_positive_int(v, "max_windows"),
-    "device": lambda v: None if v in (None, "") else str(v),
-    "dtype": lambda v: parse_choice(v, "dtype", DTYPES),
-    "cache_dir": lambda v: None if v in (None, "") else str(v),
-    "no_cache": parse_bool,
-    "baselines": lambda v: None if v in (None, "") else str(v),
-    "update_baselines": parse_bool,
-    "strict": parse_bool,
-    "report": lambda v: None if v in (None, "") else str(v),
-    "report_md": lambda v: None if v in (None, "") else str(v),
-    "allow_long_seqlen": parse_bool,
-    "early_stop": parse_bool,
-    "confidence": lambda v: parse_confidence(v),
-}
-PER_CALL = ("corpus", "seqlen", "protocol", "stride", "batch_size", "max_windows", "device", "dtype",
-            "allow_long_seqlen", "early_stop", "confidence")
-ENV_PREFIX = "PYTEST_LLMPPL_"
+OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(Settings)}
 
 
-def resolve(option_values: dict, ini_values: dict, env: dict | None = None) -> Settings:
+def per_call_names() -> tuple[str, ...]:
+    return tuple(name for name, opt in OPTIONS.items() if opt.per_call)
+
+
+def option_flag(name: str) -> str:
+    return f"--ppl-{name.replace('_', '-')}"
+
+
+def resolve(option_values: Mapping[str, Any], ini_values: Mapping[str, Any],
+            env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from option values (None = not given), env and ini (None/'' = unset)."""
     env = os.environ if env is None else env
-    chosen = {}
-    for name, parse in PARSERS.items():
-        for source, raw in (("option", option_values.get(name)),
-                            ("env", env.get(ENV_PREFIX + name.upper())),
-                            ("ini", ini_values.get(name))):
+    chosen: dict[str, Any] = {}
+    for name, opt in OPTIONS.items():
+        for where, raw in ((option_flag(name), option_values.get(name)),
+                           (ENV_PREFIX + name.upper(), env.get(ENV_PREFIX + name.upper())),
+                           (f"ini ppl_{name}", ini_values.get(name))):
             if raw is None or raw == "" or raw is False:  # unset (a store_true option not given is False)
                 continue
             try:
-                chosen[name] = parse(raw)
+                chosen[name] = opt.parse(raw)
             except SettingsError as exc:
-                where = {"option": f"--ppl-{name.replace('_', '-')}", "env": ENV_PREFIX + name.upper(),
-                         "ini": f"ini ppl_{name}"}[source]
                 raise SettingsError(f"{where}: {exc}") from None
             break
     return Settings(**chosen)

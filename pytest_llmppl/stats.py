@@ -30,8 +30,29 @@ class PairedDelta:
     delta_ppl_se_estimate: float
     ln_ratio_se_estimate: float
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> PairedDelta:
+        return cls(**{k: (math.nan if data[k] is None else data[k]) for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Top1Agreement:
+    """Share of scored tokens where the candidate's argmax equals the baseline's, ± SE."""
+
+    share: float
+    se: float
+    tokens: int
+    windows: int
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Top1Agreement:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
 def per_window_means(nll, weight) -> list[float]:
@@ -146,7 +167,7 @@ class EarlyDecision:
         self.estimate: tuple[float, float] | None = None
         self._next = 0
 
-    def update(self, indices, nlls, weights=None) -> str | None:
+    def update(self, indices, nlls) -> str | None:
         """Feed all windows evaluated so far; returns "pass"/"fail" once decided, else None."""
         n = len(indices)
         if self.verdict is not None:
@@ -179,7 +200,7 @@ class EarlyDecision:
         return self.verdict
 
 
-def top1_agreement(base_top1: dict, cand_top1: dict, n_total: int | None = None) -> dict:
+def top1_agreement(base_top1: dict, cand_top1: dict) -> Top1Agreement:
     """Share of scored tokens where the candidate's argmax equals the baseline's.
 
     share = sum_i matches_i / sum_i tokens_i over the common windows; SE from the
@@ -199,4 +220,4 @@ def top1_agreement(base_top1: dict, cand_top1: dict, n_total: int | None = None)
         var = math.fsum(((m - share * t) / tbar) ** 2 for m, t in zip(match, tokens)) / (n * (n - 1))
     else:
         var = 0.0
-    return {"share": share, "se": math.sqrt(var), "tokens": total, "windows": n}
+    return Top1Agreement(share=share, se=math.sqrt(var), tokens=total, windows=n)

@@ -4,7 +4,7 @@ ids on disk keyed by the corpus text and the tokenizer's content."""
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 from .cache import Store
 from .corpus import Corpus
@@ -19,14 +19,11 @@ def token_key(corpus: Corpus, tokenizer_fp: str) -> str:
     return digest("tokens", FORMAT, corpus.fingerprint, tokenizer_fp)
 
 
-def tokenize(corpus: Corpus, tokenizer, store: Store | None = None, stats: dict | None = None):
-    """The corpus as a 1-D int64 numpy array of token ids (from memory, disk, or the tokenizer).
-
-    ``stats`` (if given) gets ``tokens_source`` = memory | cache | tokenized and the seconds spent.
-    """
+def tokenize(corpus: Corpus, tokenizer: Any, store: Store | None = None) -> tuple[Any, str]:
+    """The corpus as a 1-D int64 numpy array of token ids, and where it came from
+    (``memory`` | ``cache`` | ``tokenized``)."""
     import numpy as np
 
-    t0 = time.perf_counter()
     key = token_key(corpus, tokenizer_fingerprint(tokenizer))
     source = "memory"
     ids = _MEMO.get(key)
@@ -41,13 +38,10 @@ def tokenize(corpus: Corpus, tokenizer, store: Store | None = None, stats: dict 
             store.put_array(NAMESPACE, key, ids.astype(dtype),
                             {"corpus": corpus.name, "n_tokens": int(ids.size)})
     _MEMO[key] = ids
-    if stats is not None:
-        stats["tokens_source"] = source
-        stats["tokenize_seconds"] = time.perf_counter() - t0
-    return ids
+    return ids, source
 
 
-def _encode(text: str, tokenizer):
+def _encode(text: str, tokenizer: Any) -> Any:
     import numpy as np
 
     enc = tokenizer(text, verbose=False)  # verbose=False: no "longer than model_max_length" warning

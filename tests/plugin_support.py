@@ -7,15 +7,30 @@ import json
 from conftest import CORPUS_TXT, TINY
 
 CONFTEST = f'''
+import json, os
 import pytest, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 TINY = {str(TINY)!r}
+FORWARDS = []  # one entry per forward of a fixture model (counted at its embedding, so every path counts)
+
+if os.environ.get("FAKE_TORCH_VERSION"):  # a torch upgrade, as the plugin sees it
+    import pytest_llmppl.identity as identity
+    real_version = identity.package_version
+    identity.package_version = lambda name: os.environ["FAKE_TORCH_VERSION"] if name == "torch" else real_version(name)
 
 
 @pytest.fixture
 def model():
-    return AutoModelForCausalLM.from_pretrained(TINY)
+    m = AutoModelForCausalLM.from_pretrained(TINY)
+    m.get_input_embeddings().register_forward_pre_hook(lambda *a: FORWARDS.append(1))
+    return m
+
+
+def pytest_sessionfinish(session):
+    worker = getattr(session.config, "workerinput", {{}}).get("workerid", "main")
+    with open(f"forwards-{{worker}}.json", "w") as fh:
+        json.dump(len(FORWARDS), fh)
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +60,16 @@ def project(pytester, tests: str, ini: str = INI, **files):
     pytester.makefile(".ini", pytest=ini)
     pytester.makepyfile(test_suite=tests, **files)
     return pytester
+
+
+def forwards(pytester) -> int:
+    """Forwards the fixture models ran in the last run (all xdist workers), read from the files
+    the project's conftest wrote."""
+    total = 0
+    for path in pytester.path.glob("forwards-*.json"):
+        total += json.loads(path.read_text())
+        path.unlink()
+    return total
 
 
 def report(pytester, name="report.json") -> dict:

@@ -48,7 +48,7 @@ def test_eval_errors_are_messages(cache_dir):
 @pytest.mark.parametrize("args,message", [
     (["--model", str(TINY), "--corpus", str(CORPUS_TXT), "--seqlen", "4096"], "max_position_embeddings"),
     (["--model", "/no/such/model"], "could not load model"),
-    (["--model", str(TINY), "--dtype", "float64x"], "unknown dtype"),
+    (["--model", str(TINY), "--dtype", "float64x"], "invalid dtype 'float64x': choose one of"),
 ])
 def test_eval_errors_in_process(args, message, cache_dir, capsys, monkeypatch):
     from pytest_llmppl.cli import main

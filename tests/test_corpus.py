@@ -60,7 +60,7 @@ def test_wikitext2_loads_through_datasets_from_hf_layout(tmp_path, monkeypatch):
         "  - split: train\n    path: wikitext-2-raw-v1/train-*\n---\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     corpus = load_corpus("wikitext2")
-    assert corpus.text == JOINED and corpus.name == "wikitext2" and corpus.max_windows is None
+    assert corpus.text == JOINED and corpus.name == "wikitext2" and corpus.first_windows is None
 
 
 def test_ptb_and_c4_are_built_like_sparsegpt(tmp_path, monkeypatch):
@@ -80,7 +80,7 @@ def test_ptb_and_c4_are_built_like_sparsegpt(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_corpus("ptb").text == " ".join(sentences)
     c = load_corpus("c4")
-    assert c.text == " ".join(d["text"] for d in docs[:1100]) and c.max_windows == 256
+    assert c.text == " ".join(d["text"] for d in docs[:1100]) and c.first_windows == 256
 
 
 def test_hf_generic_spec_with_column(tmp_path):

@@ -6,16 +6,15 @@ import pytest
 import torch
 
 from pytest_llmppl import fused_ce
-from pytest_llmppl.engine import _fused_enabled
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused kernel runs on CUDA GPUs")
 
 
 def test_cpu_takes_the_torch_path(monkeypatch):
-    assert not _fused_enabled(torch.device("cpu"))
+    assert not fused_ce.enabled(torch.device("cpu"))
     assert not fused_ce.available(torch.zeros(2, 3))
     monkeypatch.setenv("PYTEST_LLMPPL_FUSED_CE", "0")
-    assert not _fused_enabled(torch.device("cuda"))
+    assert not fused_ce.enabled(torch.device("cuda"))
 
 
 @cuda

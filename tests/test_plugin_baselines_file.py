@@ -1,12 +1,22 @@
-"""Committed baselines: create -> pass -> fail -> update, strict mode, malformed files, mismatches."""
+"""Committed baselines: create -> pass -> fail -> update, strict mode, malformed files, mismatches,
+a clean deterministic file, unused entries removed, versions recorded."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 
+from conftest import CORPUS_TXT
 from plugin_support import project, rows
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 SUITE = """
 import os
@@ -28,9 +38,14 @@ def test_create_pass_fail_update_cycle(pytester, monkeypatch):
     path = pytester.path / "ppl-baselines.json"
     pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "--ppl-no-cache").assert_outcomes(passed=1)
     (entry,) = _entries(path).values()
-    assert entry["device"] == "cpu" and entry["dtype"] == "float32" and entry["test"].endswith("test_guard")
+    assert entry["device"] == "cpu" and entry["dtype"] == "float32" and entry["test"] == "test_suite.py::test_guard"
     assert len(entry["window_nll"]) == entry["n_windows_total"] and entry["seqlen"] == 128
-    assert path.read_text().startswith('{\n "format": "pytest-llmppl baselines v1"')  # human-readable
+    assert entry["torch"] and entry["transformers"] and entry["attn_implementation"]
+    assert path.read_text().startswith('{\n "format": "pytest-llmppl baselines v2"')  # human-readable
+    # deterministic and portable: no timings or dates, paths relative to the file
+    assert "seconds" not in entry and "measured_at" not in entry
+    assert not entry["corpus"].startswith("/") and not entry["model"].startswith("/")
+    assert (path.parent / entry["corpus"]).resolve() == CORPUS_TXT.resolve()
 
     passed = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-strict", "--ppl-no-cache", "--ppl-report=report.json")
     passed.assert_outcomes(passed=1)
@@ -39,18 +54,19 @@ def test_create_pass_fail_update_cycle(pytester, monkeypatch):
     monkeypatch.setenv("DAMAGE", "0.3")
     pytester.runpytest(f"--ppl-baselines={path}", "--ppl-strict", "--ppl-no-cache").assert_outcomes(failed=1)
 
-    # refreshing the baselines re-measures the (unchanged) dense model: same number, rewritten file
+    # refreshing the baselines re-measures the (unchanged) dense model: same numbers, no diff at all
     before = path.read_text()
     pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "--ppl-no-cache",
                        "--ppl-report=report.json")
     assert rows(pytester, "baseline")[0]["baseline_source"] == "measured"
-    assert _entries(path).keys() == json.loads(before)["baselines"].keys()
+    assert path.read_text() == before
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
 def test_strict_fails_on_a_missing_baseline(pytester):
     project(pytester, SUITE)
     path = pytester.path / "ppl-baselines.json"
-    path.write_text('{"format": "pytest-llmppl baselines v1", "baselines": {}}')
+    path.write_text('{"format": "pytest-llmppl baselines v2", "baselines": {}}')
     result = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-strict")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*is missing from*--ppl-strict*--ppl-update-baselines*"])
@@ -68,7 +84,7 @@ def test_strict_with_no_file_is_a_usage_error(pytester):
 @pytest.mark.parametrize("content,message", [
     ("{not json", "*is not valid JSON*"),
     ('{"baselines": []}', "*is not a pytest-llmppl baselines file*"),
-    ('{"format": "pytest-llmppl baselines v1", "baselines": {"abc": {"ppl": "low"}}}', "*field 'ppl' should be int or float*"),
+    ('{"format": "pytest-llmppl baselines v1", "baselines": {}}', "*older format*regenerate it with --ppl-update-baselines*"),
 ])
 def test_malformed_file_is_a_usage_error(pytester, content, message):
     project(pytester, SUITE)
@@ -76,19 +92,6 @@ def test_malformed_file_is_a_usage_error(pytester, content, message):
     result = pytester.runpytest("--ppl-baselines=b.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
-
-
-def test_hand_edited_wrong_type_names_the_field(pytester):
-    project(pytester, SUITE)
-    path = pytester.path / "b.json"
-    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=1)
-    data = json.loads(path.read_text())
-    (key,) = data["baselines"]
-    data["baselines"][key]["seqlen"] = "128"
-    path.write_text(json.dumps(data))
-    result = pytester.runpytest(f"--ppl-baselines={path}")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*field 'seqlen' should be int*"])
 
 
 def test_device_mismatch_is_reported(pytester):
@@ -111,3 +114,128 @@ def test_update_needs_a_file(pytester):
     project(pytester, SUITE)
     result = pytester.runpytest("--ppl-update-baselines")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def _recorded(pytester, path):
+    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=1)
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda e: e.update(ppl="low"), "*field 'ppl' should be int or float*"),
+    (lambda e: e.update(seqlen="128"), "*field 'seqlen' should be int*"),
+    (lambda e: e.update(ppl=e["ppl"] * 0.9), "*entry * (test_suite.py::test_guard): ppl * disagrees with its own"
+                                             " window_nll*--ppl-update-baselines*"),
+])
+def test_hand_edited_entry_is_a_start_up_error_naming_it(pytester, edit, message):
+    project(pytester, SUITE)
+    path = pytester.path / "b.json"
+    data = _recorded(pytester, path)
+    (entry,) = data["baselines"].values()
+    edit(entry)
+    path.write_text(json.dumps(data))
+    result = pytester.runpytest(f"--ppl-baselines={path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_other_versions_are_reported_not_failed(pytester):
+    project(pytester, SUITE)
+    path = pytester.path / "b.json"
+    data = _recorded(pytester, path)
+    for entry in data["baselines"].values():
+        entry["torch"] = "2.0.0"
+    path.write_text(json.dumps(data))
+    result = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-strict", "--ppl-report=report.json", "-W", "always")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["llmppl: baselines in b.json were recorded with torch 2.0.0*this run has torch 2.*",
+                                 "*committed baseline recorded with torch 2.0.0, this run has*"])
+    (base,) = rows(pytester, "baseline")
+    assert base["baseline_source"] == "file"
+    assert base["notes"][0].startswith("committed baseline recorded with torch 2.0.0, this run has ")
+
+
+def test_update_removes_entries_no_test_uses(pytester, monkeypatch):
+    two = SUITE + SUITE.replace("test_guard", "test_other").replace('"DAMAGE"', '"OTHER_DAMAGE"')
+    project(pytester, two)
+    path = pytester.path / "b.json"
+    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=2)
+    assert len(_entries(path)) == 1  # one dense model, one entry
+    # the dense model changes for test_other only: its old entry is replaced, not kept beside the new one
+    project(pytester, two.replace("def test_other(model, tok, ppl_baseline, ppl_check):\n    base = ppl_baseline(model, tok)",
+                                  "def test_other(model, tok, ppl_baseline, ppl_check):\n"
+                                  "    damage(model, 0.05)\n    base = ppl_baseline(model, tok)"))
+    run = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines")
+    run.assert_outcomes(passed=2)
+    assert sorted(e["test"] for e in _entries(path).values()) == ["test_suite.py::test_guard", "test_suite.py::test_other"]
+    # a filtered run (-k) keeps what it did not run
+    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "-k", "test_other").assert_outcomes(passed=1)
+    assert len(_entries(path)) == 2
+    # a test that is gone from a file run whole: its entry goes
+    project(pytester, SUITE)
+    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=1)
+    assert [e["test"] for e in _entries(path).values()] == ["test_suite.py::test_guard"]
+
+
+def test_nan_baseline_is_not_recorded(pytester):
+    suite = """
+import torch
+
+def test_nan(model, tok, ppl_baseline):
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] = float("nan")
+    ppl_baseline(model, tok, max_windows=3)
+"""
+    project(pytester, suite)
+    path = pytester.path / "b.json"
+    result = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "-W", "always")
+    result.assert_outcomes(passed=1, warnings=1)
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*baseline for * is nan (not finite): not recorded*"])
+
+
+EARLY = """
+from conftest import damage
+
+def test_far_pass(model, tok, ppl_baseline, ppl_check):
+    base = ppl_baseline(model, tok)
+    damage(model, 0.1)
+    ppl_check(model, tok, baseline=base, budget="20%")
+"""
+
+
+def test_moved_file_still_allows_early_stop(pytester, tmp_path):
+    """The corpus is compared by content: a file recorded in another checkout folder still matches."""
+    from plugin_support import INI
+
+    project(pytester, EARLY, ini=INI.replace(str(CORPUS_TXT), "corpus.txt"))
+    shutil.copy(CORPUS_TXT, pytester.path / "corpus.txt")
+    path = pytester.path / "b.json"
+    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "--ppl-no-cache").assert_outcomes(passed=1)
+    elsewhere = tmp_path / "checkout-b"
+    shutil.copytree(pytester.path, elsewhere, ignore=shutil.ignore_patterns(".pytest_cache", "b.json"))
+    moved = elsewhere / "ci" / "baselines.json"
+    moved.parent.mkdir()
+    moved.write_text(path.read_text())
+    result = pytester.runpytest(f"--rootdir={elsewhere}", f"--ppl-baselines={moved}", "--ppl-strict", "--ppl-no-cache",
+                                "--ppl-early-stop", "--ppl-report=report.json", str(elsewhere / "test_suite.py"))
+    result.assert_outcomes(passed=1)
+    (check,) = rows(pytester, "check")
+    assert check["baseline_source"] == "file" and check["early"]["decided_after"] < 140
+
+
+def test_xdist_update_measures_a_shared_baseline_once(pytester):
+    tests = "\n".join(f"""
+def test_guard_{i}(model, tok, ppl_baseline):
+    ppl_baseline(model, tok)
+""" for i in range(4))
+    project(pytester, tests)
+    path = pytester.path / "b.json"
+    pytester.runpytest("-n2", f"--ppl-baselines={path}", "--ppl-update-baselines", "--ppl-report=report.json",
+                       "--ppl-batch-size=4").assert_outcomes(passed=4)
+    sources = sorted(r["baseline_source"] for r in rows(pytester, "baseline"))
+    assert sources.count("measured") == 1, sources
+    from plugin_support import forwards
+
+    assert forwards(pytester) == 35  # one evaluation of the 140 windows, in batches of 4
+    assert len(_entries(path)) == 1

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import xml.etree.ElementTree as ET
+
+import pytest
 
 from plugin_support import project, report
 
 SUITE = """
-import pytest
+import pytest, torch
 from conftest import damage
 
 def test_pass(model, tok, ppl_baseline, ppl_check):
@@ -21,37 +25,88 @@ def test_fail(model, tok, ppl_baseline, ppl_check):
 
 def test_plain(model, tok, ppl_of):
     assert ppl_of(model, tok, max_windows=4) < 100
+
+def test_nan(model, tok, ppl_baseline, ppl_check):
+    base = ppl_baseline(model, tok)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] = float("nan")
+    ppl_check(model, tok, baseline=base, budget="1000%")
+
+@pytest.mark.parametrize("a_long_parameter_name_that_makes_the_test_id_very_long", ["x" * 60])
+def test_sliding(model, tok, ppl_of, a_long_parameter_name_that_makes_the_test_id_very_long):
+    ppl_of(model, tok, protocol="sliding", stride=64, max_windows=3)
 """
 
 
 def test_summary_json_markdown_junit(pytester):
     project(pytester, SUITE)
     result = pytester.runpytest("--ppl-report=out/report.json", "--ppl-report-md=out/summary.md", "--junitxml=junit.xml")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=2)
+    out = result.stdout.str()
     result.stdout.fnmatch_lines([
-        "llmppl: budget=5% corpus=*seqlen=128 protocol=torch-pruning*",
+        "llmppl: budget=5% corpus=*seqlen=128 protocol=torch-pruning*torch=*transformers=*",
         "*llmppl perplexity summary*",
-        "test*corpus*seqlen*baseline*measured*budget*verdict*source*seconds",
-        "*test_fail*FAIL*",
-        "*test_pass*PASS*",
-        "*test_plain*measured*",
+        "test*model*id*corpus*protocol*seqlen*baseline*measured*Δ*top-1*budget*verdict*source*seconds",
+        "*test_pass*tiny-llama*torch-pruning*PASS*",   # run order, not sorted
+        "*test_fail*+42.*%)*1%*FAIL*memory/measured*",  # Δ also in % with a relative budget
+        "*test_plain*test.txt [[]4/140 windows]*measured*",
+        "*test_nan*nan*NAN*",
+        "test_suite.py::test…*x]*sliding/64*",  # long ids shortened in the middle
     ])
+    table = out[out.index("llmppl perplexity summary"):].splitlines()[1:8]
+    widths = {len(line) for line in table[2:]}
+    assert len(table[0]) == max(widths)  # long ids shortened in the middle to what 160 columns leave (>= 40)
+    assert any("…" in line and len(line.split("  ")[0]) == 40 for line in table)
+    # one message per failure, pointing at the user's line, never a chained second copy
+    assert "During handling of the above exception" not in out
+    assert out.count("exceeds the threshold") == 1 and "> " in out and 'ppl_check(model, tok, baseline=base, budget="1%")' in out
+    # where it got worse: the 3 windows with the largest rise, with their heading and text
+    result.stdout.fnmatch_lines(['*worst windows: window * nats/token in "*": "*"; window *; window *'])
+
     data = report(pytester, "out/report.json")
-    assert data["summary"]["pass"] == 1 and data["summary"]["fail"] == 1
-    assert data["settings"]["seqlen"] == "128"
-    check = next(r for r in data["records"] if r["kind"] == "check" and r["test"].endswith("test_fail"))
-    assert check["paired"]["delta_ppl"] > 0 and check["paired"]["delta_ppl_se"] >= 0
-    assert 0.5 < check["top1"]["share"] < 1 and check["top1"]["se"] > 0  # damaged model disagrees sometimes
+    assert data["format"] == "pytest-llmppl report v1" and data["versions"]["torch"]
+    assert data["settings"]["seqlen"] == 128 and data["settings"]["no_cache"] is False  # types kept
+    assert data["summary"]["pass"] == 1 and data["summary"]["fail"] == 1 and data["summary"]["nan"] == 1
+    assert data["outcomes"]["passed"] == 3 and data["outcomes"]["failed"] == 2
+    assert [r["test"].split("::")[1][:9] for r in data["records"]] == [
+        "test_pass", "test_pass", "test_fail", "test_fail", "test_plai", "test_nan", "test_nan", "test_slid"]
+    fail = next(r for r in data["records"] if r["kind"] == "check" and r["test"].endswith("test_fail"))
+    assert fail["paired"]["delta_ppl"] > 0 and fail["delta_se"] == fail["paired"]["delta_ppl_se"]
+    assert 0.5 < fail["top1"]["share"] < 1 and fail["top1"]["se"] > 0  # damaged model disagrees sometimes
+    assert len(fail["window_delta"]) == 140 and len(fail["worst"]) == 3
+    assert fail["worst"][0]["delta_nll"] == pytest.approx(max(fail["window_delta"]))
+    assert fail["model_id"] != fail["baseline_model_id"] and len(fail["model_id"]) == 8
     passing = next(r for r in data["records"] if r["kind"] == "check" and r["test"].endswith("test_pass"))
-    assert passing["top1"]["share"] == 1.0  # the same model agrees with itself everywhere
+    assert passing["top1"]["share"] == 1.0 and passing["model_id"] == passing["baseline_model_id"]
+    nan = next(r for r in data["records"] if r["kind"] == "check" and r["test"].endswith("test_nan"))
+    assert nan["verdict"] == "nan" and nan["measured"] is None and nan["top1"] is None
+
     md = (pytester.path / "out" / "summary.md").read_text()
-    lines = md.splitlines()
-    table = [l for l in lines if l.startswith("|")]
-    assert len({l.count("|") - l.count("\\|") for l in table}) == 1  # same column count on every row
-    assert table[1].startswith("|---") and "❌ FAIL" in md and "✅ PASS" in md
+    table_md = [line for line in md.splitlines() if line.startswith("|")]
+    assert len({line.count("|") - line.count("\\|") for line in table_md}) == 1  # same column count on every row
+    assert table_md[1].startswith("|---") and "❌ FAIL" in md and "✅ PASS" in md and "⚠️ NaN" in md
+    assert "| `test_suite.py::test_fail` |" in md
+    assert "pytest: 3 passed, 2 failed." in md
+    assert md.count("```mermaid") == 1 and "xychart-beta" in md and "bar [" in md
+    for path in ("out/report.json", "out/summary.md"):
+        mode = os.stat(pytester.path / path).st_mode & 0o777
+        assert mode & 0o044 == 0o044, oct(mode)  # readable by others, as any file the user writes
+
     cases = {c.get("name"): c for c in ET.parse(pytester.path / "junit.xml").getroot().iter("testcase")}
     props = {p.get("name"): p.get("value") for p in cases["test_fail"].iter("property")}
     assert props["ppl_verdict"] == "fail" and float(props["ppl_measured"]) > float(props["ppl_baseline"])
+    assert props["ppl_measured_source"] == "measured" and props["ppl_baseline_source"] == "memory"
+
+
+def test_records_round_trip_through_json(pytester):
+    """What travels from xdist workers: every record kind survives to_json -> from_json."""
+    from pytest_llmppl.records import from_json, to_json
+
+    project(pytester, SUITE)
+    pytester.runpytest("--ppl-report=report.json", "-k", "fail or plain")
+    for raw in report(pytester)["records"]:
+        again = to_json(from_json(raw))
+        assert again == raw
 
 
 def test_suite_without_ppl_fixtures_is_untouched(pytester):
@@ -63,5 +118,13 @@ def test_suite_without_ppl_fixtures_is_untouched(pytester):
 
 def test_plugin_does_not_import_torch_for_plain_suites(pytester):
     pytester.makepyfile(test_plain="import sys\ndef test_x():\n"
-                                   "    assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n")
+                                   "    heavy = [m for m in ('torch', 'transformers', 'numpy', 'datasets') if m in sys.modules]\n"
+                                   "    assert not heavy, heavy\n")
     pytester.runpytest("-p", "no:xdist", "-p", "no:hypothesispytest").assert_outcomes(passed=1)
+
+
+def test_json_report_is_valid_with_nan(pytester):
+    project(pytester, SUITE)
+    pytester.runpytest("--ppl-report=report.json", "-k", "nan")
+    text = (pytester.path / "report.json").read_text()
+    assert "NaN" not in text and json.loads(text)["summary"]["nan"] == 1

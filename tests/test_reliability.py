@@ -177,7 +177,7 @@ def test_remote_code_only_when_asked(monkeypatch):
 
 
 def test_baselines_file_write_is_atomic(tmp_path, monkeypatch):
-    from pytest_llmppl.cache import write_text_file
+    from pytest_llmppl.files import write_text_file
 
     target = tmp_path / "b.json"
     target.write_text('{"old": true}')

@@ -106,6 +106,6 @@ def test_top1_agreement_matches_numpy():
     cand = {i: np.where(rng.random(127) < 0.9, base[i], rng.integers(0, 50, 127)).astype(np.int32) for i in range(30)}
     got = top1_agreement(base, cand)
     a = np.array([(base[i] == cand[i]).mean() for i in range(30)])
-    assert got["share"] == pytest.approx(a.mean(), rel=1e-12)  # equal window lengths: mean of shares
-    assert got["se"] == pytest.approx(a.std(ddof=1) / math.sqrt(30), rel=1e-9)
-    assert got["tokens"] == 30 * 127 and got["windows"] == 30
+    assert got.share == pytest.approx(a.mean(), rel=1e-12)  # equal window lengths: mean of shares
+    assert got.se == pytest.approx(a.std(ddof=1) / math.sqrt(30), rel=1e-9)
+    assert got.tokens == 30 * 127 and got.windows == 30

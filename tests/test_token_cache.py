@@ -16,9 +16,8 @@ from pytest_llmppl.fingerprint import tokenizer_fingerprint
 
 def _source(corpus, tok, store):
     tokens._MEMO.clear()
-    info = {}
-    ids = tokens.tokenize(corpus, tok, store, info)
-    return info["tokens_source"], ids
+    ids, source = tokens.tokenize(corpus, tok, store)
+    return source, ids
 
 
 def test_second_evaluation_reads_ids_from_disk(tiny_tokenizer, cache_dir, monkeypatch):

@@ -1,0 +1,61 @@
+"""Where a candidate got worse: per-window rise of the mean NLL, and the text of the worst windows.
+
+For window i, ``delta_i = c_i / w_i - b_i / w_i`` (nats per scored position).  The worst
+windows are named by their token span, the nearest WikiText-style heading before them
+(``= Title =`` / ``= = Section = =``) and the start of their text, so a reviewer can
+tell a local loss (one topic, one format) from one spread over the corpus.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .records import WindowLoss
+from .result import PerplexityResult
+from .windows import Window
+
+_HEADING = re.compile(r"^ ?(=(?: =)*) (.+?) \1 ?$", re.MULTILINE)
+HEADING_LOOKBACK = 8192  # tokens decoded before a window to find its heading
+SNIPPET_CHARS = 70
+
+
+def window_deltas(base: PerplexityResult, cand: PerplexityResult) -> dict[int, float]:
+    """ΔNLL per scored position for every window both results evaluated."""
+    b = {i: n / w for i, n, w in zip(base.window_index, base.window_nll, base.window_weight)}
+    return {i: n / w - b[i] for i, n, w in zip(cand.window_index, cand.window_nll, cand.window_weight) if i in b}
+
+
+def worst_windows(deltas: dict[int, float], windows: list[Window], ids: Any, tokenizer: Any,
+                  k: int = 3) -> tuple[WindowLoss, ...]:
+    """The ``k`` windows with the largest rise, each with its heading and a snippet of its text."""
+    ranked = sorted((d, i) for i, d in deltas.items() if d == d)[::-1][:k]  # d == d drops NaN
+    out = []
+    for delta, i in ranked:
+        w = windows[i]
+        out.append(WindowLoss(window=i, start=w.start, end=w.end, delta_nll=delta,
+                              heading=_heading_before(ids, w.start, tokenizer),
+                              snippet=_snippet(tokenizer.decode(list(ids[w.start:w.end])))))
+    return tuple(out)
+
+
+def _heading_before(ids: Any, start: int, tokenizer: Any) -> str:
+    """The last heading line in the text before ``start`` (and in the window's first line)."""
+    text = tokenizer.decode(list(ids[max(0, start - HEADING_LOOKBACK):start + 32]))
+    found = _HEADING.findall(text)
+    return found[-1][1].strip() if found else ""
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET_CHARS else flat[:SNIPPET_CHARS - 1] + "…"
+
+
+def describe(losses: tuple[WindowLoss, ...]) -> str:
+    """``window 12 (tokens 3072-3328) +0.412 nats/token, in "Valkyria Chronicles III": "..."``."""
+    parts = []
+    for loss in losses:
+        where = f' in "{loss.heading}"' if loss.heading else ""
+        parts.append(f'window {loss.window} (tokens {loss.start}-{loss.end}) {loss.delta_nll:+.3f} nats/token'
+                     f'{where}: "{loss.snippet}"')
+    return "; ".join(parts)

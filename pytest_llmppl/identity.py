@@ -1,0 +1,127 @@
+"""What a number is: ``MeasurementSpec``, built once per fixture call, and what it is built from.
+
+A perplexity depends on the weights, the tokenizer, the corpus *content*, the protocol
+(seqlen, stride, window subset), where and how it runs (device type, evaluation dtype,
+attention implementation) and the software (torch, transformers, our protocol
+version).  The spec holds exactly these; memory, the local cache, the committed file,
+the baseline/check compatibility test and the early-stop rule all read it, and
+nothing re-derives it from names or paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from .fingerprint import digest
+
+PROTOCOL_VERSION = 2  # bump when a number we compute for the same inputs changes
+# What a baseline and its check must share: otherwise their windows are unrelated.
+COMPARABLE = ("tokenizer", "corpus", "seqlen", "protocol", "stride", "max_windows")
+# Where and with what it ran: part of the cache key, recorded (not keyed) in the committed file,
+# where the device type is spelled "device".
+RUNTIME = ("device_type", "dtype", "attn_implementation", "torch", "transformers", "protocol_version")
+_ENTRY_NAME = {"device_type": "device"}
+
+
+@dataclass(frozen=True)
+class MeasurementSpec:
+    """Everything one perplexity number depends on.  ``key`` addresses the cache;
+    ``file_key`` (without the runtime fields) addresses the committed baselines file."""
+
+    model: str
+    tokenizer: str
+    corpus: str  # SHA-256 of the corpus text, never its path
+    seqlen: int
+    protocol: str
+    stride: int | None
+    max_windows: int | None
+    device_type: str
+    dtype: str
+    attn_implementation: str
+    torch: str
+    transformers: str
+    protocol_version: int = PROTOCOL_VERSION
+    # For messages only: not part of the identity.
+    corpus_name: str = field(default="", compare=False)
+    n_windows_total: int = field(default=0, compare=False)
+
+    @property
+    def key(self) -> str:
+        return digest("measurement", *(getattr(self, f) for f in _KEYED))
+
+    @property
+    def file_key(self) -> str:
+        return digest("baseline", self.protocol_version, self.model,
+                      *(getattr(self, f) for f in COMPARABLE))
+
+    @property
+    def model_id(self) -> str:
+        """A short hash of the weights, to tell models apart in reports."""
+        return self.model[:8]
+
+    @property
+    def n_windows(self) -> int:
+        total = self.n_windows_total
+        return min(total, self.max_windows) if self.max_windows else total
+
+    def describe(self) -> str:
+        """``seqlen 64, corpus wiki.txt, 5/53 windows, protocol torch-pruning``."""
+        text = f"seqlen {self.seqlen}, corpus {_short(self.corpus_name)}, {self.n_windows}/{self.n_windows_total} windows"
+        text += f", protocol {self.protocol}"
+        if self.stride is not None:
+            text += f", stride {self.stride}"
+        return text
+
+    def mismatch(self, other: MeasurementSpec) -> list[str]:
+        """The comparable fields on which ``other`` differs (tokenizer and corpus by content)."""
+        return [name for name in COMPARABLE if getattr(self, name) != getattr(other, name)]
+
+    def runtime_differences(self, other: MeasurementSpec) -> dict[str, tuple[Any, Any]]:
+        """Runtime fields (entry names) on which ``other`` differs: name -> (other's, ours)."""
+        return {_ENTRY_NAME.get(n, n): (getattr(other, n), getattr(self, n)) for n in RUNTIME
+                if getattr(self, n) != getattr(other, n)}
+
+    def runtime_entry(self) -> dict[str, Any]:
+        """The runtime fields as a committed entry records them."""
+        return {_ENTRY_NAME.get(n, n): getattr(self, n) for n in RUNTIME}
+
+    def with_runtime(self, entry: dict[str, Any]) -> MeasurementSpec:
+        """This spec as recorded elsewhere (a committed entry's device, dtype, versions)."""
+        return dataclasses.replace(self, **{n: entry[_ENTRY_NAME.get(n, n)] for n in RUNTIME
+                                            if _ENTRY_NAME.get(n, n) in entry})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MeasurementSpec:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+_KEYED = tuple(f.name for f in dataclasses.fields(MeasurementSpec) if f.compare)
+
+
+def _short(name: str) -> str:
+    import os
+
+    return os.path.basename(name) if os.sep in name else name
+
+
+def package_version(name: str) -> str:
+    """Installed version without importing the package ("none" when absent)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def software_versions() -> dict[str, str]:
+    return {"torch": package_version("torch"), "transformers": package_version("transformers")}
+
+
+def attn_implementation(model: Any) -> str:
+    config = getattr(model, "config", None)
+    return str(getattr(config, "_attn_implementation", None) or "none")

@@ -1,0 +1,136 @@
+"""A call, made concrete: tokenizer resolved, corpus loaded, tokens (cached), seqlen, the
+device and dtype it will run with, and its identity; then run through the engine.
+
+``prepare`` does everything that needs no forward, so bad input (a corpus shorter than a
+window, a seqlen beyond the model's positions) fails before any compute, and the
+identity exists before the cache is asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .cache import Store
+from .corpus import Corpus, load_corpus
+from .errors import TokenizerError
+from .identity import MeasurementSpec, attn_implementation, software_versions
+from .result import PerplexityResult
+from .windows import Window
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a measurement needs except the forward passes."""
+
+    tokenizer: Any
+    corpus: Corpus
+    ids: Any  # 1-D numpy array of token ids
+    tokens_source: str
+    seqlen: int
+    protocol: str
+    stride: int | None
+    max_windows: int | None
+    windows: list[Window]  # every window of the corpus under the protocol (before any subset)
+
+    @property
+    def n_windows_total(self) -> int:
+        return len(self.windows)
+
+
+def resolve_tokenizer(model: Any, tokenizer: Any = None) -> Any:
+    """The given tokenizer, else the one saved with the model (``config.name_or_path``)."""
+    if tokenizer is not None and not isinstance(tokenizer, str):
+        return tokenizer
+    name = tokenizer or getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    if not name:
+        raise TokenizerError(
+            f"no tokenizer given and {type(model).__name__} does not say where it was loaded from "
+            "(name_or_path is empty): pass the tokenizer explicitly."
+        )
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as exc:
+        raise TokenizerError(
+            f"could not load a tokenizer from {name!r} ({type(exc).__name__}: {exc}); "
+            "pass the tokenizer explicitly."
+        ) from None
+
+
+def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None, *, protocol: str,
+            stride: int | None, max_windows: int | None, store: Store | None,
+            allow_long_seqlen: bool = False) -> Prepared:
+    from .engine import plan_checked, resolve_seqlen
+    from .tokens import tokenize
+
+    tok = resolve_tokenizer(model, tokenizer)
+    text = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
+    seqlen = resolve_seqlen(model, seqlen, allow_long_seqlen)
+    if protocol == "sliding" and stride is not None and stride > seqlen:
+        from .errors import SettingsError
+
+        raise SettingsError(f"stride {stride} is longer than seqlen {seqlen}: use a stride <= seqlen")
+    ids, source = tokenize(text, tok, store)
+    windows = plan_checked(len(ids), seqlen, protocol, stride, text.first_windows)
+    return Prepared(tok, text, ids, source, seqlen, protocol, stride if protocol == "sliding" else None,
+                    max_windows, windows)
+
+
+def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | None) -> MeasurementSpec:
+    """The identity of measuring ``model`` on ``prepared`` at ``device`` (resolved, never
+    ``auto``; None = where the model is) in ``dtype`` (None = the weights' dtype)."""
+    from .engine import input_device, param_dtype
+    from .fingerprint import model_fingerprint, tokenizer_fingerprint
+
+    where = input_device(model) if device is None or getattr(model, "hf_device_map", None) else device
+    return MeasurementSpec(
+        model=model_fingerprint(model),
+        tokenizer=tokenizer_fingerprint(prepared.tokenizer),
+        corpus=prepared.corpus.fingerprint,
+        seqlen=prepared.seqlen,
+        protocol=prepared.protocol,
+        stride=prepared.stride,
+        max_windows=prepared.max_windows if prepared.max_windows and prepared.max_windows < prepared.n_windows_total else None,
+        device_type=str(where).split(":")[0],
+        dtype=dtype or str(param_dtype(model)).replace("torch.", ""),
+        attn_implementation=attn_implementation(model),
+        **software_versions(),
+        corpus_name=prepared.corpus.name,
+        n_windows_total=prepared.n_windows_total,
+    )
+
+
+def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str | None = None,
+        dtype: str | None = None, progress: Any = None, order: list[int] | None = None, stop: Any = None,
+        top1: bool = False, identity: MeasurementSpec | None = None) -> PerplexityResult:
+    """Forward the prepared windows through ``model`` and return the result."""
+    from .engine import evaluate_ids, ppl_from
+
+    out = evaluate_ids(model, prepared.ids, seqlen=prepared.seqlen, protocol=prepared.protocol,
+                       stride=prepared.stride, max_windows=prepared.max_windows,
+                       first_windows=prepared.corpus.first_windows, batch_size=batch_size, device=device,
+                       dtype=dtype, progress=progress, order=order, stop=stop, want_argmax=top1)
+    return PerplexityResult(
+        ppl=ppl_from(out.window_nll, out.window_weight),
+        corpus=prepared.corpus.name,
+        protocol=prepared.protocol,
+        seqlen=prepared.seqlen,
+        stride=prepared.stride,
+        n_tokens=int(len(prepared.ids)),
+        n_windows=len(out.window_index),
+        n_windows_total=out.n_windows_total,
+        window_index=tuple(out.window_index),
+        window_nll=tuple(out.window_nll),
+        window_weight=tuple(out.window_weight),
+        seconds=out.seconds,
+        tokens_per_second=out.tokens_forwarded / out.seconds if out.seconds > 0 else 0.0,
+        device=out.device,
+        dtype=out.dtype,
+        batch_size=out.batch_size,
+        head_path=out.head_path,
+        tokens_source=prepared.tokens_source,
+        top1=out.top1,
+        identity=identity,
+    )

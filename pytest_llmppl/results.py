@@ -1,0 +1,103 @@
+"""Results in the local store, addressed by their identity (``MeasurementSpec.key``).
+
+An entry holds the per-window NLLs (and, beside it, the argmax at every scored
+position, int32), so a cached result serves paired statistics and top-1 agreement
+exactly as a fresh one.  Only complete results are stored: an early-stopped run is an
+estimate, never a result.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .cache import Store
+from .identity import MeasurementSpec
+from .result import PerplexityResult
+
+NAMESPACE = "results"
+TOP1_NAMESPACE = "top1"
+FORMAT = 1
+
+
+class ResultStore:
+    def __init__(self, store: Store):
+        self.store = store
+
+    def get(self, spec: MeasurementSpec, run: str | None = None) -> PerplexityResult | None:
+        """The stored result, or None; with ``run``, only one stored by that run."""
+        entry = self.store.get_json(NAMESPACE, spec.key)
+        if not isinstance(entry, dict) or entry.get("format") != FORMAT:
+            return None
+        if run is not None and entry.get("run") != run:
+            return None
+        try:
+            return result_from_entry(entry, top1=self._top1(spec), identity=spec)
+        except (KeyError, TypeError, ValueError):
+            self.store.delete(NAMESPACE, spec.key)
+            return None
+
+    def put(self, spec: MeasurementSpec, result: PerplexityResult, run: str = "") -> None:
+        if result.n_windows != spec.n_windows or not result.finite:
+            return  # an early-stopped estimate or a NaN: never served as a result
+        if result.top1 is not None:  # written first: the result entry is what readers look for
+            data, meta = pack_top1(result.top1)
+            self.store.put_array(TOP1_NAMESPACE, spec.key, data, meta)
+        entry = {"format": FORMAT, **result_entry(result), "identity": spec.to_json(), "run": run}
+        self.store.put_json(NAMESPACE, spec.key, entry, {"kind": "result", "corpus": result.corpus})
+
+    def lock(self, spec: MeasurementSpec):
+        return self.store.measure_lock(NAMESPACE, spec.key)
+
+    def _top1(self, spec: MeasurementSpec) -> dict[int, Any] | None:
+        hit = self.store.get_array(TOP1_NAMESPACE, spec.key)
+        return unpack_top1(hit[0], hit[1]) if hit is not None else None
+
+
+def result_entry(result: PerplexityResult) -> dict[str, Any]:
+    """The numbers of a result, JSON-safe."""
+    return {
+        "ppl": result.ppl if math.isfinite(result.ppl) else None,
+        "corpus": result.corpus, "protocol": result.protocol, "seqlen": result.seqlen, "stride": result.stride,
+        "n_tokens": result.n_tokens, "n_windows_total": result.n_windows_total,
+        "window_index": list(result.window_index), "window_nll": list(result.window_nll),
+        "window_weight": list(result.window_weight), "device": result.device, "dtype": result.dtype,
+        "seconds": result.seconds, "batch_size": result.batch_size, "head_path": result.head_path,
+    }
+
+
+def result_from_entry(entry: dict[str, Any], *, top1: dict[int, Any] | None = None,
+                      identity: MeasurementSpec | None = None, corpus: str | None = None) -> PerplexityResult:
+    from .engine import ppl_from
+
+    nll = tuple(float(x) for x in entry["window_nll"])
+    weight = tuple(entry["window_weight"])
+    return PerplexityResult(
+        ppl=ppl_from(list(nll), list(weight)), corpus=corpus or entry["corpus"], protocol=entry["protocol"],
+        seqlen=entry["seqlen"], stride=entry.get("stride"), n_tokens=entry["n_tokens"],
+        n_windows=len(entry["window_index"]), n_windows_total=entry["n_windows_total"],
+        window_index=tuple(entry["window_index"]), window_nll=nll, window_weight=weight,
+        seconds=float(entry.get("seconds") or 0.0), device=entry["device"], dtype=entry["dtype"],
+        batch_size=int(entry.get("batch_size") or 1), head_path=entry.get("head_path", "full"),
+        top1=top1, identity=identity,
+    )
+
+
+def pack_top1(top1: dict[int, Any]) -> tuple[Any, dict[str, Any]]:
+    """window -> int32 array  as  (one int32 array, metadata with the windows and lengths)."""
+    import numpy as np
+
+    windows = sorted(top1)
+    data = np.concatenate([top1[i] for i in windows]).astype(np.int32) if windows else np.zeros(0, np.int32)
+    return data, {"windows": windows, "lengths": [int(len(top1[i])) for i in windows]}
+
+
+def unpack_top1(meta: dict[str, Any], data: Any) -> dict[int, Any] | None:
+    windows, lengths = meta.get("windows"), meta.get("lengths")
+    if not isinstance(windows, list) or not isinstance(lengths, list) or sum(lengths) != len(data):
+        return None
+    out, pos = {}, 0
+    for i, n in zip(windows, lengths):
+        out[i] = data[pos:pos + n]
+        pos += n
+    return out

@@ -1,0 +1,63 @@
+"""Start-up checks that need more than parsing: does the corpus exist, does the device.
+
+Run once in ``pytest_configure``, so a typo is a usage error before any model loads.
+Nothing heavy is imported unless the setting asks for it (a CUDA device needs torch).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import SettingsError
+from .settings import Settings
+
+
+def check_settings(settings: Settings, worker_id: str | None) -> str | None:
+    """Raise SettingsError for settings that cannot work here; return what ``auto`` resolved to."""
+    from .corpus import check_spec
+
+    if settings.update_baselines and not settings.baselines:
+        raise SettingsError("--ppl-update-baselines needs --ppl-baselines=FILE to write to")
+    if settings.strict and not settings.baselines:
+        raise SettingsError("--ppl-strict needs --ppl-baselines=FILE to read committed baselines from")
+    try:
+        check_spec(settings.corpus)
+    except Exception as exc:
+        raise SettingsError(f"--ppl-corpus: {exc}") from None
+    if settings.device == "auto":
+        return auto_device(worker_id)
+    if settings.device is not None:
+        check_device(settings.device)
+    return None
+
+
+def auto_device(worker_id: str | None) -> str:
+    """Pin this process to its GPU (one per xdist worker) before CUDA is initialised."""
+    from .devices import pick_device, visible_gpus
+
+    device, pin = pick_device(worker_id, visible_gpus())
+    if pin is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = pin
+    return device
+
+
+def check_device(device: str) -> None:
+    """A CUDA or MPS device must exist in this torch build and machine."""
+    kind, _, index = device.partition(":")
+    if kind not in ("cuda", "mps"):
+        return
+    import torch
+
+    if kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise SettingsError(f"--ppl-device={device}: MPS is not available here; use --ppl-device=cpu or auto")
+        return
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, but no GPU is visible"
+        raise SettingsError(
+            f"--ppl-device={device}: this torch ({torch.__version__}) has {build}; use --ppl-device=auto "
+            "(the GPU when there is one, else the CPU) or --ppl-device=cpu"
+        )
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        raise SettingsError(f"--ppl-device={device}: only {count} GPU(s) are visible (cuda:0..cuda:{count - 1})")

@@ -1,0 +1,143 @@
+"""Every result is cached by its identity: an unchanged model is judged with zero forwards."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugin_support import forwards, project, rows
+
+SUITE = """
+import os, torch
+from conftest import damage
+
+def test_guard(model, tok, ppl_baseline, ppl_check, ppl_of):
+    base = ppl_baseline(model, tok)
+    damage(model, 0.2)
+    if os.environ.get("TWEAK"):  # a refactor that changes one weight of the pruned model
+        with torch.no_grad():
+            model.lm_head.weight[7, 3] += 1e-3
+    ppl_check(model, tok, baseline=base, budget="1000%")
+    ppl_of(model, tok)
+"""
+
+
+def test_second_run_serves_everything_with_zero_forwards(pytester, monkeypatch):
+    project(pytester, SUITE)
+    fixed = "--ppl-batch-size=4"  # 35 forwards per evaluation of the 140 windows
+    pytester.runpytest("--ppl-report=report.json", fixed).assert_outcomes(passed=1)
+    (b,), (c,), (m,) = rows(pytester, "baseline"), rows(pytester, "check"), rows(pytester, "measure")
+    assert (b["baseline_source"], c["measured_source"], m["measured_source"]) == ("measured", "measured", "memory")
+    assert forwards(pytester) == 2 * 35  # baseline and check; ppl_of of the same model: from memory
+
+    second = pytester.runpytest("--ppl-report=report.json", fixed)
+    second.assert_outcomes(passed=1)
+    assert forwards(pytester) == 0  # counted by a hook on the model, not inferred from timing
+    (b2,), (c2,) = rows(pytester, "baseline"), rows(pytester, "check")
+    assert (b2["baseline_source"], c2["baseline_source"], c2["measured_source"]) == ("cache", "cache", "cache")
+    assert c2["measured"] == c["measured"] and c2["paired"] == c["paired"] and c2["top1"] == c["top1"]
+    second.stdout.fnmatch_lines(["*test_guard*PASS*cache/cache*"])
+
+    monkeypatch.setenv("TWEAK", "1")  # one changed weight: only the check is measured again
+    pytester.runpytest("--ppl-report=report.json", fixed).assert_outcomes(passed=1)
+    (b3,), (c3,) = rows(pytester, "baseline"), rows(pytester, "check")
+    assert b3["baseline_source"] == "cache" and c3["measured_source"] == "measured"
+    assert c3["model_id"] != c2["model_id"] and c3["measured"] != c2["measured"]
+    assert forwards(pytester) == 35
+
+    monkeypatch.delenv("TWEAK")
+    monkeypatch.setenv("FAKE_TORCH_VERSION", "9.9.9")  # a torch upgrade misses the cache: both re-measured
+    pytester.runpytest("--ppl-report=report.json", fixed).assert_outcomes(passed=1)
+    (b4,), (c4,) = rows(pytester, "baseline"), rows(pytester, "check")
+    assert (b4["baseline_source"], c4["measured_source"]) == ("measured", "measured")
+    assert forwards(pytester) == 2 * 35
+
+
+def test_remeasure_and_no_cache_always_measure(pytester):
+    project(pytester, SUITE)
+    pytester.runpytest().assert_outcomes(passed=1)
+    forwards(pytester)
+    pytester.runpytest("--ppl-report=report.json", "--ppl-remeasure").assert_outcomes(passed=1)
+    assert {rows(pytester, "check")[0]["measured_source"], rows(pytester, "baseline")[0]["baseline_source"]} == {
+        "measured"}
+    assert forwards(pytester) > 0
+    pytester.runpytest("--ppl-report=report.json", "--ppl-no-cache", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert rows(pytester, "check")[0]["measured_source"] == "measured"
+
+
+def test_failure_served_from_cache_says_so(pytester):
+    project(pytester, SUITE.replace('budget="1000%"', 'budget="1%"'))
+    pytester.runpytest().assert_outcomes(failed=1)
+    again = pytester.runpytest()
+    again.assert_outcomes(failed=1)
+    again.stdout.fnmatch_lines(["*exceeds the threshold*served from cache, identical weights*"])
+    text = again.stdout.str()
+    assert "During handling of the above exception" not in text and text.count("exceeds the threshold") == 1
+
+
+MISMATCH = """
+def check_against(model, tok, ppl_baseline, ppl_check, base_kw, check_kw):
+    base = ppl_baseline(model, tok, **base_kw)
+    ppl_check(model, tok, baseline=base, budget="1000%", **check_kw)
+
+def test_seqlen(model, tok, ppl_baseline, ppl_check):
+    check_against(model, tok, ppl_baseline, ppl_check, dict(max_windows=10), dict(max_windows=10, seqlen=64))
+
+def test_corpus(model, tok, ppl_baseline, ppl_check):
+    check_against(model, tok, ppl_baseline, ppl_check, dict(max_windows=10), dict(max_windows=10, corpus={other!r}))
+
+def test_protocol(model, tok, ppl_baseline, ppl_check):
+    check_against(model, tok, ppl_baseline, ppl_check, dict(max_windows=10), dict(max_windows=10, protocol="tokens"))
+
+def test_subset(model, tok, ppl_baseline, ppl_check):
+    check_against(model, tok, ppl_baseline, ppl_check, dict(max_windows=5), dict(max_windows=10))
+
+def test_stride(model, tok, ppl_baseline, ppl_check):
+    check_against(model, tok, ppl_baseline, ppl_check, dict(protocol="sliding", stride=64, max_windows=4),
+                  dict(protocol="sliding", stride=32, max_windows=4))
+"""
+
+
+def test_a_baseline_measured_differently_is_an_error(pytester, tmp_path):
+    from conftest import CORPUS_TXT
+
+    other = tmp_path / "other.txt"
+    other.write_text(CORPUS_TXT.read_text(encoding="utf-8")[:20000], encoding="utf-8")
+    project(pytester, MISMATCH.format(other=str(other)))
+    result = pytester.runpytest("--ppl-report=report.json")
+    result.assert_outcomes(failed=5)
+    text = result.stdout.str()
+    assert text.count("the baseline was measured differently") == 5 and "ppl_check: PPL" not in text
+    result.stdout.fnmatch_lines([
+        "*seqlen differ*baseline: seqlen 128, corpus test.txt, 10/140 windows*this check: seqlen 64, corpus test.txt,"
+        " 10/28? windows*",
+        "*corpus differ*this check: seqlen 128, corpus other.txt*",
+        "*protocol differ*",
+        "*max_windows differ*baseline: seqlen 128, corpus test.txt, 5/140 windows*this check:*10/140 windows*",
+        "*stride differ*stride 64*stride 32*",
+    ])
+    assert rows(pytester, "check") == []  # never a verdict
+
+
+@pytest.mark.parametrize("per_call", ["auto", "cpu"])
+def test_auto_device_and_the_resolved_device_share_one_key(pytester, per_call):
+    suite = f"""
+def test_a(model, tok, ppl_of):
+    ppl_of(model, tok, device="cpu", max_windows=6)
+
+def test_b(model, tok, ppl_of):
+    ppl_of(model, tok, device={per_call!r}, max_windows=6)
+"""
+    project(pytester, suite)
+    pytester.runpytest("--ppl-report=report.json").assert_outcomes(passed=2)
+    sources = [r["measured_source"] for r in rows(pytester, "measure")]
+    assert sources == ["measured", "memory"]
+    pytester.runpytest("--ppl-report=report.json", "--ppl-device=auto").assert_outcomes(passed=2)
+    assert [r["measured_source"] for r in rows(pytester, "measure")] == ["cache", "memory"]
+
+
+def test_cache_dir_option(pytester, tmp_path):
+    project(pytester, SUITE)
+    where = tmp_path / "elsewhere"
+    pytester.runpytest(f"--ppl-cache-dir={where}").assert_outcomes(passed=1)
+    assert list(where.glob("results/*/*.entry")) and list(where.glob("tokens/*/*.entry"))
+    assert list(where.glob("top1/*/*.entry"))
