@@ -1,18 +1,18 @@
 """pytest-llmppl: perplexity regression checks for pruned language models.
 
-Public names only.  Importing this package imports neither torch, transformers nor
-datasets; ``evaluate`` and ``load_corpus`` import them when called.
+Public names only, loaded on first use: importing this package (as pytest does for
+every run) imports neither torch, transformers, datasets nor numpy.
 """
 
 from __future__ import annotations
 
-from .result import PerplexityResult
+from typing import Any
 
-__all__ = ["evaluate", "load_corpus", "PerplexityResult", "__version__"]
-__version__ = "0.1.0"
+__all__ = ["PerplexityResult", "__version__", "evaluate", "load_corpus"]
+__version__ = "0.2.0"
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name == "evaluate":
         from .api import evaluate
 
@@ -21,4 +21,8 @@ def __getattr__(name):
         from .corpus import load_corpus
 
         return load_corpus
+    if name == "PerplexityResult":
+        from .result import PerplexityResult
+
+        return PerplexityResult
     raise AttributeError(f"module 'pytest_llmppl' has no attribute {name!r}")

@@ -85,9 +85,7 @@ def _ini(config: pytest.Config, name: str) -> Any:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     session = config.stash[SESSION]
-    from .report import settings_line
-
-    lines = [settings_line(session.settings, session.auto_device)]
+    lines = [session.settings.header(session.auto_device)]
     note = session.version_note()
     if note:
         lines.append(note)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 
-from .errors import ModelError
+from .errors import ModelError, SettingsError
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -41,8 +41,9 @@ def prune_causal_lm(model, ratio: float, *, round_to: int = 4, example_inputs=No
     """
     import torch
 
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be in [0, 1), got {ratio}")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
+        raise SettingsError(f"pruning ratio {ratio!r} is outside [0, 1): pass the share of channels and heads to "
+                            "remove, e.g. 0.2")
     _check_supported(model)
     if is_gqa(model):
         cfg = model.config

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from .stats import PairedDelta, Top1Agreement
+if TYPE_CHECKING:
+    from .stats import PairedDelta, Top1Agreement
 
 
 class Verdict(str, Enum):
@@ -171,10 +172,10 @@ def _typed(name: str, value: Any) -> Any:
         return Source(value)
     if name == "verdict":
         return Verdict(value)
-    if name == "paired":
-        return PairedDelta.from_json(value)
-    if name == "top1":
-        return Top1Agreement.from_json(value)
+    if name in ("paired", "top1"):
+        from .stats import PairedDelta, Top1Agreement
+
+        return (PairedDelta if name == "paired" else Top1Agreement).from_json(value)
     if name == "early":
         return EarlyInfo(**value)
     if name == "worst":

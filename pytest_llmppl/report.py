@@ -175,28 +175,6 @@ def summary_counts(records: list[Record]) -> dict[str, int]:
     }
 
 
-def settings_line(settings: Settings, device: str | None = None) -> str:
-    """The header line; ``device`` is what ``auto`` resolved to."""
-    s = settings
-    parts = [f"budget={s.budget}", f"corpus={s.corpus}", f"seqlen={s.seqlen or 'auto'}", f"protocol={s.protocol}"]
-    if s.stride is not None:
-        parts.append(f"stride={s.stride}")
-    parts += [f"batch={s.batch_size}", f"device={device or s.device or 'model'}", f"dtype={s.dtype}"]
-    if s.max_windows:
-        parts.append(f"max_windows={s.max_windows}")
-    if s.baselines:
-        parts.append(f"baselines={s.baselines}{' (update)' if s.update_baselines else ''}{' (strict)' if s.strict else ''}")
-    if s.no_cache:
-        parts.append("cache=off")
-    if s.remeasure:
-        parts.append("remeasure")
-    if s.early_stop:
-        parts.append(f"early_stop@{s.confidence:g}")
-    v = software_versions()
-    parts.append(f"torch={v['torch']} transformers={v['transformers']}")
-    return "llmppl: " + " ".join(parts)
-
-
 def json_report(records: list[Record], settings: Settings, outcomes: dict[str, int]) -> str:
     data = {
         "format": REPORT_FORMAT,

@@ -16,25 +16,16 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .baselines import BaselinesFile, entry_for, entry_result
 from .errors import LLMPPLError
-from .identity import MeasurementSpec, software_versions
-from .records import (
-    BaselineRecord,
-    CheckRecord,
-    EarlyInfo,
-    MeasureRecord,
-    Record,
-    Source,
-    Subject,
-    Verdict,
-    from_json,
-    to_json,
-)
-from .result import PerplexityResult
+from .records import BaselineRecord, MeasureRecord, Record, Source, Subject, Verdict, from_json, to_json
 from .settings import Budget, Settings
+
+if TYPE_CHECKING:  # loaded on first use: a run that calls no ppl fixture never imports them
+    from .baselines import BaselinesFile
+    from .identity import MeasurementSpec
+    from .result import PerplexityResult
 
 
 class PPLFailure(AssertionError):
@@ -285,6 +276,8 @@ class PPLSession:
         if notes:
             warnings.warn(f"{call.model_name}: {'; '.join(notes)} (numbers may differ slightly; refresh with "
                           "--ppl-update-baselines)", BaselineMismatchWarning, stacklevel=4)
+        from .baselines import entry_result
+
         result = entry_result(entry, call.spec)
         results = self._results()
         cached = results.get(call.spec) if results is not None and not differ else None
@@ -304,6 +297,8 @@ class PPLSession:
             warnings.warn(f"baseline for {call.model_name} is {result.ppl} (not finite): not recorded in "
                           f"{self.file.path}", BaselineMismatchWarning, stacklevel=4)
             return
+        from .baselines import entry_for
+
         self.file.record(call.spec.file_key, entry_for(result, call.spec, test=test, model=call.model_name,
                                                        file_dir=self.file.folder))
 
@@ -339,9 +334,11 @@ class PPLSession:
     def finish(self, whole_files: set[str], outcome_counts: dict[str, int], header: str) -> list[str]:
         """End of run (controller only): rewrite the committed file, write the reports.
         Returns lines for the terminal."""
+        lines: list[str] = []
+        if self.file is None and not (self.settings.report or self.settings.report_md):
+            return lines
         from .files import write_text_file
 
-        lines = []
         if self.file is not None and self.settings.update_baselines:
             stale = self.file.stale(self.ran, self.seen, whole_files)
             if self.file.updated or stale:
@@ -364,6 +361,8 @@ class PPLSession:
         """A header line when the committed file was recorded with other torch/transformers."""
         if self.file is None:
             return None
+        from .identity import software_versions
+
         here = software_versions()
         other = sorted(v for v in self.file.recorded_versions() if v != (here["torch"], here["transformers"]))
         if not other:
@@ -378,6 +377,8 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def _unpack_baseline(baseline: Any) -> tuple[PerplexityResult | None, Source, float]:
+    from .result import PerplexityResult
+
     if isinstance(baseline, Baseline):
         return baseline.result, baseline.source, float(baseline)
     if isinstance(baseline, PerplexityResult):
@@ -409,5 +410,7 @@ def load_file(settings: Settings) -> BaselinesFile | None:
     """The committed file, validated now (so a malformed one is a start-up error)."""
     if not settings.baselines:
         return None
+    from .baselines import BaselinesFile
+
     return BaselinesFile.load(settings.baselines, must_exist=settings.strict and not settings.update_baselines,
                               replacing=settings.update_baselines)

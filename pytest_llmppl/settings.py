@@ -213,6 +213,27 @@ class Settings:
                     batch_size=self.batch_size, device=self.device,
                     dtype=None if self.dtype == "auto" else self.dtype)
 
+    def header(self, device: str | None = None) -> str:
+        """The report header line; ``device`` is what ``auto`` resolved to."""
+        parts = [f"budget={self.budget}", f"corpus={self.corpus}", f"seqlen={self.seqlen or 'auto'}",
+                 f"protocol={self.protocol}"]
+        if self.stride is not None:
+            parts.append(f"stride={self.stride}")
+        parts += [f"batch={self.batch_size}", f"device={device or self.device or 'model'}", f"dtype={self.dtype}"]
+        if self.max_windows:
+            parts.append(f"max_windows={self.max_windows}")
+        if self.baselines:
+            parts.append(f"baselines={self.baselines}{' (update)' if self.update_baselines else ''}"
+                         f"{' (strict)' if self.strict else ''}")
+        flags = {"cache=off": self.no_cache, "remeasure": self.remeasure,
+                 f"early_stop@{self.confidence:g}": self.early_stop}
+        parts += [text for text, on in flags.items() if on]
+        from .identity import software_versions
+
+        versions = software_versions()
+        parts.append(f"torch={versions['torch']} transformers={versions['transformers']}")
+        return "llmppl: " + " ".join(parts)
+
     def to_json(self) -> dict[str, Any]:
         """JSON with types kept (``"seqlen": 128``, ``"no_cache": false``); the budget as written."""
         out: dict[str, Any] = {}

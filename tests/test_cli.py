@@ -56,3 +56,14 @@ def test_eval_errors_in_process(args, message, cache_dir, capsys, monkeypatch):
     monkeypatch.setenv("PYTEST_LLMPPL_CACHE_DIR", str(cache_dir))
     assert main(["eval", *args, "--device", "cpu"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cache_info_and_clear_see_pytests_own_store(tmp_path, cache_dir):
+    store = tmp_path / "project" / ".pytest_cache" / "d" / "llmppl"
+    from pytest_llmppl.cache import Store
+
+    Store(store).put_json("results", "ab" * 32, {"x": 1})
+    info = run("cache", "info", "--rootdir", str(tmp_path / "project"), cache_dir=cache_dir)
+    assert f"cache: {store}" in info.stdout and "results" in info.stdout
+    cleared = run("cache", "clear", "--rootdir", str(tmp_path / "project"), cache_dir=cache_dir)
+    assert f"removed 1 entries from {store}" in cleared.stdout

@@ -112,6 +112,26 @@ def test_offline_and_not_cached_says_how_to_fix(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "Pre-download" in msg and "load_dataset('wikitext', 'wikitext-2-raw-v1'" in msg
     assert "--ppl-corpus=" in msg
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # one message, no chained traceback
+
+
+def test_a_corpus_that_failed_is_not_retried_in_the_same_run(tmp_path, monkeypatch):
+    """Offline, each hub load waits out its retries: a failure is remembered for the process."""
+    import datasets
+
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    for _ in range(3):
+        with pytest.raises(CorpusError, match="Pre-download"):
+            load_corpus("ptb")
+    assert len(calls) == 1
+    with pytest.raises(CorpusError, match="failed earlier in this run; not retried"):
+        load_corpus("ptb")
 
 
 def test_bad_hf_spec():
