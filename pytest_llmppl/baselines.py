@@ -33,7 +33,8 @@ PPL_TOLERANCE = 1e-9  # relative: a committed ppl must be the one its window_nll
 NOISE = 1e-5  # relative: re-measured window NLLs this close are the committed ones (batching noise)
 
 
-def entry_for(result: PerplexityResult, spec: MeasurementSpec, *, test: str, model: str, file_dir: Path) -> dict[str, Any]:
+def entry_for(result: PerplexityResult, spec: MeasurementSpec, *, test: str, model: str,
+              file_dir: Path) -> dict[str, Any]:
     """A finite result as a committed entry: names and paths relative to the file, no timings."""
     return {
         "test": test,

@@ -24,7 +24,6 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from .files import atomic_write
 
@@ -59,8 +58,8 @@ class Store:
     def _usable(root: Path) -> Path:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=root, prefix=".probe-", delete=True)
-            probe.close()
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-", delete=True):
+                pass
             return root
         except OSError as exc:
             fallback = Path(tempfile.gettempdir()) / f"pytest-llmppl-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
@@ -177,7 +176,7 @@ class Store:
 
             lk = filelock.FileLock(str(path) + ".lock", timeout=timeout)
             lk.acquire()
-        except Exception:  # no lock support here (NFS, read-only): go on without it
+        except Exception:  # noqa: BLE001 - no lock support here (NFS, read-only): go on without it
             yield
             return
         try:

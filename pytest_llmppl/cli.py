@@ -99,11 +99,12 @@ def load_model(name: str, dtype: str = "auto", device: str | None = None, trust_
     from .errors import ModelError
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             name, dtype=dtype if dtype == "auto" else getattr(torch, dtype), trust_remote_code=trust_remote_code,
         )
-    except Exception as exc:
-        hint = " (it asks to run its own code: add --trust-remote-code if you trust it)" if "trust_remote_code" in str(exc) else ""
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for "cannot load"
+        remote = "trust_remote_code" in str(exc)
+        hint = " (it asks to run its own code: add --trust-remote-code if you trust it)" if remote else ""
         raise ModelError(f"could not load model {name!r}: {type(exc).__name__}: {exc}{hint}") from None
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from .errors import CorpusError
 from .fingerprint import text_fingerprint
@@ -157,12 +158,12 @@ def _load_hf(hf: _HFSpec, spec: str) -> str:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
         raise CorpusError("the 'datasets' package is needed for this corpus: pip install datasets") from exc
-    kwargs = {"split": hf.split}
+    kwargs: dict[str, Any] = {"split": hf.split}
     if hf.data_files:
         kwargs["data_files"] = hf.data_files
     try:
         ds = datasets.load_dataset(hf.path, hf.config, **kwargs)
-    except Exception as exc:  # datasets raises many types for "not here" (offline, missing, bad split)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types for "not here" (offline, missing, bad split)
         raise CorpusError(_unavailable_message(hf, spec, exc)) from None
     if hf.column not in ds.column_names:
         raise CorpusError(

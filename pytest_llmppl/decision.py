@@ -15,7 +15,7 @@ from typing import Any
 
 from .hotspots import describe, window_deltas, worst_windows
 from .identity import MeasurementSpec
-from .records import CheckRecord, EarlyInfo, Source, Verdict
+from .records import CheckRecord, EarlyInfo, Source, Verdict, WindowLoss
 from .result import PerplexityResult
 from .settings import Budget
 from .stats import EarlyDecision, paired_delta, top1_agreement
@@ -49,7 +49,7 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
     else:
         verdict = Verdict.PASS if measured <= threshold else Verdict.FAIL
     deltas = window_deltas(base, result) if base is not None and finite else {}
-    worst = ()
+    worst: tuple[WindowLoss, ...] = ()
     if verdict is Verdict.FAIL and deltas:
         prepared = call.prepared
         worst = worst_windows(deltas, prepared.windows, prepared.ids, prepared.tokenizer, WORST_WINDOWS)

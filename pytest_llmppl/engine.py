@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -147,7 +148,7 @@ def _stock(module) -> bool:
 def _global_hooks() -> bool:
     from torch.nn.modules import module as nn_module
 
-    return bool(getattr(nn_module, "_global_forward_hooks", None) or getattr(nn_module, "_global_forward_pre_hooks", None))
+    return any(getattr(nn_module, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
 
 
 def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", stride: int | None = None,
@@ -493,7 +494,7 @@ class BatchSizer:
         return True
 
 
-def ppl_from(nll: list[float], weight: list[float]) -> float:
+def ppl_from(nll: Sequence[float], weight: Sequence[float]) -> float:
     """exp(sum NLL / sum weight), NaN/inf kept as such."""
     total_w = math.fsum(weight)
     total = math.fsum(nll)

@@ -54,7 +54,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         if hasattr(tokenizer, attr):
             parts[attr] = getattr(tokenizer, attr)
     parts["special"] = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
-    parts["added"] = sorted(str(t) for t in getattr(tokenizer, "get_added_vocab", dict)().items())
+    added: dict[str, int] = getattr(tokenizer, "get_added_vocab", dict)()
+    parts["added"] = sorted(str(item) for item in added.items())
     return digest(parts)
 
 

@@ -69,8 +69,8 @@ class MeasurementSpec:
 
     def describe(self) -> str:
         """``seqlen 64, corpus wiki.txt, 5/53 windows, protocol torch-pruning``."""
-        text = f"seqlen {self.seqlen}, corpus {_short(self.corpus_name)}, {self.n_windows}/{self.n_windows_total} windows"
-        text += f", protocol {self.protocol}"
+        text = (f"seqlen {self.seqlen}, corpus {_short(self.corpus_name)}, "
+                f"{self.n_windows}/{self.n_windows_total} windows, protocol {self.protocol}")
         if self.stride is not None:
             text += f", stride {self.stride}"
         return text

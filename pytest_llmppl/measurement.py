@@ -42,7 +42,8 @@ def resolve_tokenizer(model: Any, tokenizer: Any = None) -> Any:
     """The given tokenizer, else the one saved with the model (``config.name_or_path``)."""
     if tokenizer is not None and not isinstance(tokenizer, str):
         return tokenizer
-    name = tokenizer or getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    config = getattr(model, "config", None)
+    name = tokenizer or getattr(model, "name_or_path", None) or getattr(config, "_name_or_path", None)
     if not name:
         raise TokenizerError(
             f"no tokenizer given and {type(model).__name__} does not say where it was loaded from "
@@ -52,7 +53,7 @@ def resolve_tokenizer(model: Any, tokenizer: Any = None) -> Any:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(name)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for "cannot load"
         raise TokenizerError(
             f"could not load a tokenizer from {name!r} ({type(exc).__name__}: {exc}); "
             "pass the tokenizer explicitly."
@@ -85,6 +86,7 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
     from .fingerprint import model_fingerprint, tokenizer_fingerprint
 
     where = input_device(model) if device is None or getattr(model, "hf_device_map", None) else device
+    versions = software_versions()
     return MeasurementSpec(
         model=model_fingerprint(model),
         tokenizer=tokenizer_fingerprint(prepared.tokenizer),
@@ -92,14 +94,20 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
         seqlen=prepared.seqlen,
         protocol=prepared.protocol,
         stride=prepared.stride,
-        max_windows=prepared.max_windows if prepared.max_windows and prepared.max_windows < prepared.n_windows_total else None,
+        max_windows=_subset(prepared.max_windows, prepared.n_windows_total),
         device_type=str(where).split(":")[0],
         dtype=dtype or str(param_dtype(model)).replace("torch.", ""),
         attn_implementation=attn_implementation(model),
-        **software_versions(),
+        torch=versions["torch"],
+        transformers=versions["transformers"],
         corpus_name=prepared.corpus.name,
         n_windows_total=prepared.n_windows_total,
     )
+
+
+def _subset(max_windows: int | None, total: int) -> int | None:
+    """A subset that covers every window is the whole corpus: one identity for both."""
+    return max_windows if max_windows and max_windows < total else None
 
 
 def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str | None = None,
@@ -118,7 +126,7 @@ def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str
         protocol=prepared.protocol,
         seqlen=prepared.seqlen,
         stride=prepared.stride,
-        n_tokens=int(len(prepared.ids)),
+        n_tokens=len(prepared.ids),
         n_windows=len(out.window_index),
         n_windows_total=out.n_windows_total,
         window_index=tuple(out.window_index),

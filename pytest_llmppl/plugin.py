@@ -188,7 +188,7 @@ def _pruned_copy(model: Any, ratio: float, *, test: str, **kwargs: Any) -> Any:
 # -- reporting -------------------------------------------------------------------
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    report = yield
+    report: Any = yield
     session = item.config.stash.get(SESSION, None)
     if session is not None and session.pending:
         records = session.take_pending()
@@ -252,8 +252,8 @@ class RunHooks:
 
 def _whole_files(session: pytest.Session, ppl: PPLSession) -> set[str]:
     """Test files this run collected whole (nothing deselected, no -k/-m, no node ids)."""
-    opt = session.config.option
-    if ppl.deselected or getattr(opt, "keyword", "") or getattr(opt, "markexpr", "") or any(
+    opt = vars(session.config.option)
+    if ppl.deselected or opt.get("keyword") or opt.get("markexpr") or any(
             "::" in str(a) for a in session.config.args):
         return set()
     return {nodeid.split("::")[0] for nodeid in ppl.seen}

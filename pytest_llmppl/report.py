@@ -11,7 +11,6 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from .identity import software_versions
 from .records import BaselineRecord, CheckRecord, MeasureRecord, Record, Verdict, to_json

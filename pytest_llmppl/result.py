@@ -77,7 +77,8 @@ class PerplexityResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (``json.dumps(..., allow_nan=False)`` accepts it): a non-finite ppl or
         window NLL becomes null, with ``finite: false``; top-1 arrays are left out."""
-        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("top1", "identity")}
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
+                                if f.name not in ("top1", "identity")}
         data["window_index"] = list(self.window_index)
         data["window_nll"] = [_json_float(x) for x in self.window_nll]
         data["window_weight"] = list(self.window_weight)

@@ -89,7 +89,7 @@ def pack_top1(top1: dict[int, Any]) -> tuple[Any, dict[str, Any]]:
 
     windows = sorted(top1)
     data = np.concatenate([top1[i] for i in windows]).astype(np.int32) if windows else np.zeros(0, np.int32)
-    return data, {"windows": windows, "lengths": [int(len(top1[i])) for i in windows]}
+    return data, {"windows": windows, "lengths": [len(top1[i]) for i in windows]}
 
 
 def unpack_top1(meta: dict[str, Any], data: Any) -> dict[int, Any] | None:

@@ -240,8 +240,7 @@ class PPLSession:
         rule = None
         if result is None:
             rule, order = early_rule(base, base_spec, call, threshold)
-            stop = (lambda done, nlls: rule.update(done, nlls) is not None) if rule is not None else None
-            result, source = self._measure(model, call, order=order, stop=stop)
+            result, source = self._measure(model, call, order=order, stop=rule.decided if rule is not None else None)
             if source is not Source.MEASURED:
                 rule = None  # another worker's complete result: exact, no early estimate
         record = decide(call, test, base, base_ppl, base_source, result, source, budget, threshold, rule,
@@ -387,7 +386,8 @@ def _unpack_baseline(baseline: Any) -> tuple[PerplexityResult | None, Source, fl
         return None, Source.GIVEN, float(baseline)
     except (TypeError, ValueError):
         raise LLMPPLError(
-            f"baseline must be what ppl_baseline returned, a PerplexityResult or a number, not {type(baseline).__name__}"
+            "baseline must be what ppl_baseline returned, a PerplexityResult or a number, "
+            f"not {type(baseline).__name__}"
         ) from None
 
 

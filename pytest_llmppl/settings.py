@@ -160,7 +160,8 @@ class Settings:
     dtype: str = setting("auto", _choice("dtype", DTYPES),
                          "auto | float32 | bfloat16 | float16 (lower than the weights: autocast)",
                          per_call=True, choices=DTYPES)
-    cache_dir: str | None = setting(None, _text, "where tokens and results are cached (default: .pytest_cache/d/llmppl)",
+    cache_dir: str | None = setting(None, _text,
+                                    "where tokens and results are cached (default: .pytest_cache/d/llmppl)",
                                     path=True)
     no_cache: bool = setting(False, parse_bool, "do not read or write the llmppl cache", flag=True)
     remeasure: bool = setting(False, parse_bool, "measure every result afresh (the cache is still written)",
@@ -209,9 +210,9 @@ class Settings:
         return replace(self, **parsed)
 
     def engine_kwargs(self) -> dict[str, Any]:
-        return dict(protocol=self.protocol, stride=self.stride, max_windows=self.max_windows,
-                    batch_size=self.batch_size, device=self.device,
-                    dtype=None if self.dtype == "auto" else self.dtype)
+        return {"protocol": self.protocol, "stride": self.stride, "max_windows": self.max_windows,
+                    "batch_size": self.batch_size, "device": self.device,
+                    "dtype": None if self.dtype == "auto" else self.dtype}
 
     def header(self, device: str | None = None) -> str:
         """The report header line; ``device`` is what ``auto`` resolved to."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import SettingsError
+from .errors import CorpusError, SettingsError
 from .settings import Settings
 
 
@@ -22,7 +22,7 @@ def check_settings(settings: Settings, worker_id: str | None) -> str | None:
         raise SettingsError("--ppl-strict needs --ppl-baselines=FILE to read committed baselines from")
     try:
         check_spec(settings.corpus)
-    except Exception as exc:
+    except CorpusError as exc:
         raise SettingsError(f"--ppl-corpus: {exc}") from None
     if settings.device == "auto":
         return auto_device(worker_id)
@@ -53,7 +53,8 @@ def check_device(device: str) -> None:
             raise SettingsError(f"--ppl-device={device}: MPS is not available here; use --ppl-device=cpu or auto")
         return
     if not torch.cuda.is_available():
-        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, but no GPU is visible"
+        cuda = torch.version.cuda
+        build = "a CPU-only build" if cuda is None else f"CUDA {cuda}, but no GPU is visible"
         raise SettingsError(
             f"--ppl-device={device}: this torch ({torch.__version__}) has {build}; use --ppl-device=auto "
             "(the GPU when there is one, else the CPU) or --ppl-device=cpu"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class PairedDelta:
 
     @classmethod
     def from_json(cls, data: dict) -> PairedDelta:
-        return cls(**{k: (math.nan if data[k] is None else data[k]) for k in cls.__dataclass_fields__})
+        values: dict[str, Any] = {k: (math.nan if data[k] is None else data[k]) for k in cls.__dataclass_fields__}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def look_points(n_total: int, min_windows: int, growth: float = 1.5) -> list[int
     points, n = [], max(2, min(min_windows, n_total))
     while n < n_total:
         points.append(n)
-        n = max(n + 1, int(math.ceil(n * growth)))
+        n = max(n + 1, math.ceil(n * growth))
     points.append(n_total)
     return points
 
@@ -166,6 +168,10 @@ class EarlyDecision:
         self.decided_at: int | None = None
         self.estimate: tuple[float, float] | None = None
         self._next = 0
+
+    def decided(self, indices, nlls) -> bool:
+        """The engine's stop rule: feed what was evaluated, True once the verdict is certain."""
+        return self.update(indices, nlls) is not None
 
     def update(self, indices, nlls) -> str | None:
         """Feed all windows evaluated so far; returns "pass"/"fail" once decided, else None."""
