@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main(argv=None) -> int:
     import torch
-
     from bench_engine import GPU_SHAPES, build
+
     from pytest_llmppl.engine import evaluate_ids
 
     ap = argparse.ArgumentParser()

@@ -92,7 +92,7 @@ def simulate(base, cand, weight, runs: int, confidence: float, seed: int = 1):
     for _ in range(runs):
         dist = rng.uniform(-12, 12)  # threshold - true, in SE_full units
         ln_t = mean_c + dist * se_full
-        rule = EarlyDecision({i: base[i] * weight for i in range(n)}, {i: weight for i in range(n)},
+        rule = EarlyDecision({i: base[i] * weight for i in range(n)}, dict.fromkeys(range(n), weight),
                              math.exp(ln_t), confidence)
         order = list(range(n))
         rng.shuffle(order)

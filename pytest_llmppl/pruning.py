@@ -107,7 +107,7 @@ def prune_causal_lm(model: Any, ratio: float, *, round_to: int = 4, example_inpu
 
 def check_supported(model: Any) -> tuple[int, int, int]:
     """(heads, kv_heads, head_dim) of a model the helper can prune; anything else is refused now."""
-    cfg = getattr(model, "config", None)
+    cfg: Any = getattr(model, "config", None)
     kind = getattr(cfg, "model_type", None)
     if kind not in SUPPORTED:
         raise ModelError(f"prune_causal_lm supports {', '.join(SUPPORTED)} models, not "

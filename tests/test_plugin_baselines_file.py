@@ -8,9 +8,9 @@ import os
 import shutil
 
 import pytest
+from plugin_support import project, rows
 
 from conftest import CORPUS_TXT
-from plugin_support import project, rows
 
 
 def _umask() -> int:

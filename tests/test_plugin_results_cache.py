@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from plugin_support import forwards, project, rows
 
 SUITE = """

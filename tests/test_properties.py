@@ -46,7 +46,7 @@ def test_sliding_scores_every_token_once(n, seqlen, data):
 def test_spread_subset(n, data):
     k = data.draw(st.integers(1, n))
     idx = spread_subset(n, k)
-    assert len(idx) == k == len(set(idx)) and idx == sorted(idx) and 0 <= idx[0] and idx[-1] < n
+    assert len(idx) == k == len(set(idx)) and idx == sorted(idx) and idx[0] >= 0 and idx[-1] < n
     gaps = np.diff([-1] + idx + [n]) if k > 1 else [1]
     assert max(gaps) - min(gaps[1:-1] if k > 2 else gaps) <= 2 * (n // k) + 1
     assert idx == spread_subset(n, k)

@@ -55,7 +55,7 @@ def test_look_points():
 
 
 def _rule(b, threshold, confidence=0.99):
-    return EarlyDecision({i: x for i, x in enumerate(b)}, {i: 1.0 for i in range(len(b))}, threshold, confidence)
+    return EarlyDecision({i: x for i, x in enumerate(b)}, dict.fromkeys(range(len(b)), 1.0), threshold, confidence)
 
 
 def test_early_rule_is_exact_at_the_end(pair):

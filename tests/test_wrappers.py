@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import tp_ppl
 
 from conftest import CORPUS_TXT, TINY
 from pytest_llmppl import evaluate
 from pytest_llmppl.engine import head_path
 from pytest_llmppl.windows import spread_subset
-from reference import tp_ppl
 
 SEQLEN, WINDOWS = 128, 4
 
