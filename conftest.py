@@ -53,3 +53,29 @@ def _fresh_memo():
     corpus._FAILED.clear()
     tokens._MEMO.clear()
     yield
+
+
+def _smollm2_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("get_smollm2", FIXTURES / "get_smollm2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """SmolLM2-135M-Instruct as converted by fixtures/get_smollm2.py (.ci/run fetches it)."""
+    script = _smollm2_script()
+    if not script.is_ready():
+        pytest.skip(f"SmolLM2 is not fetched ({script.model_dir()}): run python fixtures/get_smollm2.py")
+    return script.model_dir()
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_dir):
+    """(model, tokenizer), float32 on the CPU; tests must not modify the model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(smollm2_dir).eval(), AutoTokenizer.from_pretrained(smollm2_dir)

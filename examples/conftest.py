@@ -31,3 +31,6 @@ def dense_model():
     device = "cuda" if torch.cuda.is_available() and os.environ.get("LLMPPL_EXAMPLE_DEVICE", "") != "cpu" else "cpu"
     model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
     return model.to(device).eval()
+
+# The SmolLM2 suite is its own project (its own pytest.ini and baselines): `pytest examples/smollm2`.
+collect_ignore = ["smollm2"]

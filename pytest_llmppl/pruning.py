@@ -30,7 +30,7 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -264,26 +264,33 @@ def _patch_after_pruning(model: Any, head_dim: int) -> None:
             cfg.intermediate_size = m.gate_proj.out_features
 
 
-def prune_mlp(model: Any, ratio: float, *, round_to: int = 4, copy_model: bool = False) -> Any:
+def prune_mlp(model: Any, ratio: float, *, round_to: int = 4, layers: Iterable[int] | None = None,
+              copy_model: bool = False) -> Any:
     """Remove the ``ratio`` of MLP channels with the smallest L2 norm over (gate, up, down) in
-    every layer, without torch-pruning."""
+    each of ``layers`` (default: all), without torch-pruning.  Per-layer widths may then
+    differ; ``config.intermediate_size`` keeps the widest, and the model is for evaluation
+    (``save_pretrained`` needs uniform widths: prune all layers for that)."""
     import torch
 
     check_supported(model)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
+        raise SettingsError(f"pruning ratio {ratio!r} is outside [0, 1)")
     if copy_model:
         model = copy.deepcopy(model)
+    chosen = range(len(model.model.layers)) if layers is None else list(layers)
     inter = model.config.intermediate_size
     keep = max(round_to, round((inter * (1 - ratio)) / round_to) * round_to)
     with torch.no_grad():
-        for layer in model.model.layers:
-            mlp = layer.mlp
+        for i in chosen:
+            mlp = model.model.layers[i].mlp
             score = (mlp.gate_proj.weight.float().pow(2).sum(1) + mlp.up_proj.weight.float().pow(2).sum(1)
                      + mlp.down_proj.weight.float().pow(2).sum(0))
             idx = torch.topk(score, keep).indices.sort().values
             mlp.gate_proj = _take_rows(mlp.gate_proj, idx)
             mlp.up_proj = _take_rows(mlp.up_proj, idx)
             mlp.down_proj = _take_cols(mlp.down_proj, idx)
-    model.config.intermediate_size = keep
+    if len(set(chosen)) == len(model.model.layers):
+        model.config.intermediate_size = keep
     return model
 
 

@@ -52,6 +52,19 @@ class Baseline:
     def __float__(self) -> float:
         return float(self.result.ppl)
 
+    # Compares with numbers as its result does (NaN compares false): ``assert base < 30``.
+    def __lt__(self, other: Any) -> bool:
+        return self.result < other
+
+    def __le__(self, other: Any) -> bool:
+        return self.result <= other
+
+    def __gt__(self, other: Any) -> bool:
+        return self.result > other
+
+    def __ge__(self, other: Any) -> bool:
+        return self.result >= other
+
     @property
     def ppl(self) -> float:
         return self.result.ppl

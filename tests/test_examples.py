@@ -1,23 +1,36 @@
-"""The README's main job: the example suite passes offline, with real PASS and FAIL rows."""
+"""The README's example suites pass offline, with real PASS and FAIL rows."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 from conftest import ROOT
 
 
+def _run(tmp_path, *args):
+    p = subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", f"--ppl-cache-dir={tmp_path}",
+                        f"--ppl-report={tmp_path / 'r.json'}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout, json.loads((tmp_path / "r.json").read_text())["records"]
+
+
 def test_example_suite(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "pytest", "examples", "--ppl-budget=10", "-p", "no:cacheprovider",
-                        f"--ppl-cache-dir={tmp_path}", f"--ppl-report={tmp_path / 'r.json'}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
-    out = p.stdout
-    assert p.returncode == 0, out + p.stderr
+    out, records = _run(tmp_path, "examples", "--ppl-budget=10")
     assert "3 passed, 1 xfailed" in out
     assert "PASS" in out and "FAIL" in out and "llmppl perplexity summary" in out
-    import json
-
-    records = json.loads((tmp_path / "r.json").read_text())["records"]
+    assert "smollm2" not in out  # its own project: not collected by the main job
     sources = {r["baseline_source"] for r in records if r["kind"] == "baseline"}
     assert "file" in sources  # the committed baselines file serves the dense baseline
+
+
+def test_smollm2_example_suite_under_the_missions_budget(tmp_path, smollm2_dir):
+    """The real pretrained GQA model, `--ppl-budget=2.0` from its pytest.ini, strict committed baseline."""
+    out, records = _run(tmp_path, "examples/smollm2", "--ppl-strict")
+    assert "2 passed, 2 xfailed" in out
+    checks = {r["test"].split("[")[1].rstrip("]"): r for r in records if r["kind"] == "check"}
+    assert checks["mlp-0.25%"]["verdict"] == "pass" and checks["mlp-1%"]["verdict"] == "fail"
+    assert checks["torch-pruning-10%"]["verdict"] == "fail" and checks["mlp-0.25%"]["budget"] == "2"
+    assert all(r["baseline_source"] == "file" for r in checks.values())
+    assert 18 < checks["mlp-0.25%"]["baseline"] < 23  # SmolLM2-135M on the bundled corpus at seqlen 256
