@@ -24,6 +24,33 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: no oversubsc
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+
+def _keep_libraries_between_inline_runs() -> None:
+    """pytester runs inner sessions in-process and then drops every module they imported;
+    torch (and the C extensions around it) cannot be imported twice in one process.  Keep
+    every module except those of the inner projects themselves (their conftest and test
+    files, written under pytest's temp root), which must be fresh for each run."""
+    import getpass
+    import sys
+
+    from _pytest import pytester
+
+    scratch = os.path.join(tempfile.gettempdir(), f"pytest-of-{getpass.getuser()}")
+
+    class KeepLibraries(pytester.SysModulesSnapshot):
+        def __init__(self, preserve=None):
+            def keep(name: str) -> bool:
+                path = getattr(sys.modules.get(name), "__file__", None) or ""
+                return not path.startswith(scratch) or bool(preserve and preserve(name))
+
+            super().__init__(preserve=keep)
+
+    pytester.SysModulesSnapshot = KeepLibraries
+
+
+_keep_libraries_between_inline_runs()
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from transformers import AutoTokenizer
@@ -79,3 +106,17 @@ def smollm2(smollm2_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return AutoModelForCausalLM.from_pretrained(smollm2_dir).eval(), AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.fixture(params=[[], ["-n", "2"]], ids=["serial", "xdist"])
+def plugin_args(request):
+    """Extra pytest arguments for a plugin test that must hold serially and under pytest-xdist."""
+    return request.param
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "heavy: a long test, scheduled first so xdist workers finish together")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)  # stable: heavy tests first

@@ -14,10 +14,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 TINY = {str(TINY)!r}
 FORWARDS = []  # one entry per forward of a fixture model (counted at its embedding, so every path counts)
 
-if os.environ.get("FAKE_TORCH_VERSION"):  # a torch upgrade, as the plugin sees it
-    import pytest_llmppl.identity as identity
-    real_version = identity.package_version
-    identity.package_version = lambda name: os.environ["FAKE_TORCH_VERSION"] if name == "torch" else real_version(name)
+def pytest_configure(config):
+    if os.environ.get("FAKE_TORCH_VERSION"):  # a torch upgrade, as the plugin sees it
+        import pytest_llmppl.identity as identity
+        real = identity.package_version
+        identity.package_version = lambda name: os.environ["FAKE_TORCH_VERSION"] if name == "torch" else real(name)
+        config.add_cleanup(lambda: setattr(identity, "package_version", real))
 
 
 @pytest.fixture

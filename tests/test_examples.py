@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT
 
 
 def _run(tmp_path, *args):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # a user's run: every core
     p = subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", f"--ppl-cache-dir={tmp_path}",
-                        f"--ppl-report={tmp_path / 'r.json'}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                        f"--ppl-report={tmp_path / 'r.json'}"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                       env=env)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout, json.loads((tmp_path / "r.json").read_text())["records"]
 
@@ -25,6 +30,7 @@ def test_example_suite(tmp_path):
     assert "file" in sources  # the committed baselines file serves the dense baseline
 
 
+@pytest.mark.heavy
 def test_smollm2_example_suite_under_the_missions_budget(tmp_path, smollm2_dir):
     """The real pretrained GQA model, `--ppl-budget=2.0` from its pytest.ini, strict committed baseline."""
     out, records = _run(tmp_path, "examples/smollm2", "--ppl-strict")

@@ -60,9 +60,9 @@ def test_baseline_type(model, tok, ppl_check):
 """
 
 
-def test_bad_per_call_values_fail_with_one_message_at_the_users_line(pytester):
+def test_bad_per_call_values_fail_with_one_message_at_the_users_line(pytester, plugin_args):
     project(pytester, PER_CALL)
-    result = pytester.runpytest("--tb=short")
+    result = pytester.runpytest("--tb=short", *plugin_args)
     result.assert_outcomes(failed=7)
     out = result.stdout.str()
     for expected in ("invalid ppl budget '-1'", "pruning ratio 1.5 is outside [0, 1)", "invalid device 'gpu'",

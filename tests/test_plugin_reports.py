@@ -119,7 +119,7 @@ def test_plugin_does_not_import_torch_for_plain_suites(pytester):
     pytester.makepyfile(test_plain="import sys\ndef test_x():\n"
                                    "    heavy = [m for m in ('torch', 'transformers', 'numpy', 'datasets') if m in sys.modules]\n"
                                    "    assert not heavy, heavy\n")
-    pytester.runpytest("-p", "no:xdist", "-p", "no:hypothesispytest").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:hypothesispytest").assert_outcomes(passed=1)
 
 
 def test_json_report_is_valid_with_nan(pytester):
