@@ -1,0 +1,61 @@
+"""Weights' fingerprints: any single changed bit changes them, the same weights give the same one
+in another process, and the GPU kernel equals its torch fallback exactly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY
+from pytest_llmppl.device_hash import _torch_hash, bits_hash
+from pytest_llmppl.fingerprint import model_fingerprint, tensor_hash
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the hash kernel runs on CUDA GPUs")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8, torch.bool])
+def test_any_single_element_changes_the_hash(dtype):
+    g = torch.Generator().manual_seed(0)
+    t = (torch.randn(1000, generator=g) * 3).to(dtype)
+    base = tensor_hash(t)
+    for i in (0, 1, 511, 999):
+        changed = t.clone()
+        changed[i] = (changed[i].float() + 1).to(dtype) if dtype != torch.bool else ~changed[i]
+        assert tensor_hash(changed) != base
+    assert tensor_hash(t.clone()) == base and tensor_hash(t.view(10, 100)) == base  # content, not layout
+
+
+def test_swapping_two_elements_changes_the_torch_hash():
+    """Position matters (odd per-position multipliers), on every device the fallback runs on."""
+    bits = torch.arange(100, dtype=torch.int32)
+    swapped = bits.clone()
+    swapped[[3, 7]] = swapped[[7, 3]]
+    assert _torch_hash(bits) != _torch_hash(swapped)
+    assert bits_hash(bits) == _torch_hash(bits)  # on the CPU bits_hash is the torch path
+
+
+def test_model_fingerprint_is_stable_across_processes(tiny_model):
+    code = (f"from transformers import AutoModelForCausalLM; from pytest_llmppl.fingerprint import model_fingerprint;"
+            f"print(model_fingerprint(AutoModelForCausalLM.from_pretrained({str(TINY)!r})))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == model_fingerprint(tiny_model)
+    with torch.no_grad():
+        tiny_model.model.layers[1].mlp.down_proj.weight[5, 7] += 1e-6
+    assert model_fingerprint(tiny_model) != p.stdout.strip().splitlines()[-1]
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.int8])
+@pytest.mark.parametrize("n", [1, 4095, 4097, (1 << 24) + 12345])
+def test_kernel_equals_the_torch_fallback(dtype, n):
+    from pytest_llmppl.device_hash import _triton_hash
+
+    g = torch.Generator(device="cuda").manual_seed(n)
+    t = (torch.randn(n, device="cuda", generator=g) * 100).to(dtype)
+    width = {1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()]
+    bits = t.view(width)
+    assert _triton_hash(bits) == _torch_hash(bits)
