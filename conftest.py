@@ -82,22 +82,14 @@ def _fresh_memo():
     yield
 
 
-def _smollm2_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("get_smollm2", FIXTURES / "get_smollm2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def smollm2_dir():
     """SmolLM2-135M-Instruct as converted by fixtures/get_smollm2.py (.ci/run fetches it)."""
-    script = _smollm2_script()
-    if not script.is_ready():
-        pytest.skip(f"SmolLM2 is not fetched ({script.model_dir()}): run python fixtures/get_smollm2.py")
-    return script.model_dir()
+    from fixtures.get_smollm2 import is_ready, model_dir
+
+    if not is_ready():
+        pytest.skip(f"SmolLM2 is not fetched ({model_dir()}): run python fixtures/get_smollm2.py")
+    return model_dir()
 
 
 @pytest.fixture(scope="session")

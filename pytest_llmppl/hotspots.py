@@ -40,10 +40,16 @@ def worst_windows(deltas: dict[int, float], windows: list[Window], ids: Any, tok
 
 
 def _heading_before(ids: Any, start: int, tokenizer: Any) -> str:
-    """The last heading line in the text before ``start`` (and in the window's first line)."""
+    """The article and section around ``start``: ``Title / Section`` from the last headings before
+    it (and in the window's first tokens)."""
     text = tokenizer.decode(list(ids[max(0, start - HEADING_LOOKBACK):start + 32]))
-    found = _HEADING.findall(text)
-    return found[-1][1].strip() if found else ""
+    title, section = "", ""
+    for marks, name in _HEADING.findall(text):
+        if marks == "=":
+            title, section = name.strip(), ""
+        else:
+            section = name.strip()
+    return " / ".join(part for part in (title, section) if part)
 
 
 def _snippet(text: str) -> str:

@@ -131,24 +131,25 @@ def ppl_budget(request: pytest.FixtureRequest) -> Budget:
     return _session(request).settings.budget
 
 
+def _bound(request: pytest.FixtureRequest, method: str) -> Callable[..., Any]:
+    """``fn(model, tokenizer=None, **overrides)`` calling the session's ``method`` for this test."""
+    def call(model: Any, tokenizer: Any = None, **overrides: Any) -> Any:
+        __tracebackhide__ = True
+        return _call(request, getattr(_session(request), method), model, tokenizer, **overrides)
+
+    return call
+
+
 @pytest.fixture
 def ppl_of(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """``ppl_of(model, tokenizer=None, **overrides)`` -> PerplexityResult (served when already measured)."""
-    def measure(model: Any, tokenizer: Any = None, **overrides: Any) -> Any:
-        __tracebackhide__ = True
-        return _call(request, _session(request).measure, model, tokenizer, **overrides)
-
-    return measure
+    return _bound(request, "measure")
 
 
 @pytest.fixture
 def ppl_baseline(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """``ppl_baseline(model, tokenizer=None, **overrides)``: measured once, then served from the cache."""
-    def baseline(model: Any, tokenizer: Any = None, **overrides: Any) -> Any:
-        __tracebackhide__ = True
-        return _call(request, _session(request).baseline, model, tokenizer, **overrides)
-
-    return baseline
+    return _bound(request, "baseline")
 
 
 @pytest.fixture

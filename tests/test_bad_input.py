@@ -83,6 +83,9 @@ def test_nan_perplexity_is_reported_as_such(tiny_model, tiny_tokenizer, cache_di
         tiny_model.model.layers[0].mlp.down_proj.weight[0, 0] = float("nan")
     r = evaluate(tiny_model, tiny_tokenizer, str(CORPUS_TXT), 128, cache_dir=cache_dir, max_windows=3)
     assert r.finite is False and r.to_dict()["ppl"] is None and r.to_dict()["finite"] is False
+    import json
+
+    assert json.loads(json.dumps(r.to_dict(), allow_nan=False))["window_nll"][0] is None  # JSON-safe, as it claims
 
 
 def test_inf_perplexity(tiny_model, tiny_tokenizer, cache_dir):
