@@ -33,8 +33,6 @@ class PPLFailure(AssertionError):
     or a strict miss: an ordinary test failure, reported as one message."""
 
 
-PPLCheckFailure = PPLFailure  # the name of 0.1
-
 
 class BaselineMismatchWarning(UserWarning):
     """The committed baseline was measured elsewhere (device, dtype, attention, versions)."""
@@ -109,7 +107,6 @@ class PPLSession:
     deselected: int = 0
     _memo: dict[str, tuple[PerplexityResult, bool]] = field(default_factory=dict)  # key -> (result, measured here)
     _store: Any = None
-    forwards: int = 0  # evaluations run by this process (tests count them)
 
     # -- the store -----------------------------------------------------------------
     @property
@@ -184,7 +181,6 @@ class PPLSession:
         from .measurement import run
 
         s = call.settings
-        self.forwards += 1
         result = run(model, call.prepared, batch_size=s.batch_size, device=call.device,
                      dtype=None if s.dtype == "auto" else s.dtype, order=order, stop=stop, top1=True,
                      identity=call.spec)
@@ -223,7 +219,7 @@ class PPLSession:
             if hit is not None:
                 found, source = hit[0], Source.MEMORY
             elif self.file is not None:
-                found, notes = self._from_file(call)
+                found, notes = self._from_file(call, test)
                 source = Source.FILE
         if found is None:
             found, source = self._obtain(model, call, fresh_only=updating)
@@ -266,12 +262,12 @@ class PPLSession:
         return result
 
     # -- the committed file --------------------------------------------------------------
-    def _from_file(self, call: Call) -> tuple[PerplexityResult | None, tuple[str, ...]]:
+    def _from_file(self, call: Call, test: str) -> tuple[PerplexityResult | None, tuple[str, ...]]:
         assert self.file is not None
         entry = self.file.get(call.spec.file_key)
         if entry is None:
             if self.settings.strict:
-                raise PPLFailure(self._missing_message(call))
+                raise PPLFailure(self._missing_message(call, test))
             return None, ()
         self.file.used.add(call.spec.file_key)
         differ = call.spec.runtime_differences(call.spec.with_runtime(entry))
@@ -297,10 +293,18 @@ class PPLSession:
             result = dataclasses.replace(result, top1=cached.top1)
         return result, notes
 
-    def _missing_message(self, call: Call) -> str:
+    def _missing_message(self, call: Call, test: str) -> str:
+        """Why the committed file has no entry: what differs from the one it has for this test."""
         assert self.file is not None
         msg = (f"baseline for {call.model_name} ({call.spec.describe()}) is missing from {self.file.path} and "
                "--ppl-strict is on: run the suite once with --ppl-update-baselines on this runner and commit the file.")
+        spec = call.spec
+        here = {"corpus_sha256": spec.corpus, "seqlen": spec.seqlen, "protocol": spec.protocol,
+                "stride": spec.stride, "max_windows": spec.max_windows}
+        for entry in self.file.entries_for_test(test):
+            differ = [k.replace("_sha256", "") for k, v in here.items() if entry.get(k) != v]
+            msg += (f" The file's entry for this test was recorded with another {', '.join(differ)}." if differ else
+                    " The file's entry for this test was recorded for other weights or another tokenizer.")
         return msg
 
     def _record_in_file(self, call: Call, result: PerplexityResult, test: str) -> None:

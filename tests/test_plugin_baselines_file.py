@@ -53,6 +53,10 @@ def test_create_pass_fail_update_cycle(pytester, monkeypatch):
 
     monkeypatch.setenv("DAMAGE", "0.3")
     pytester.runpytest(f"--ppl-baselines={path}", "--ppl-strict", "--ppl-no-cache").assert_outcomes(failed=1)
+    # a refactor that changed the dense model: strict says what the file's entry was recorded for
+    changed = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-strict", "--ppl-seqlen=64")
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(["*is missing from*--ppl-strict*entry for this test was recorded with another seqlen*"])
 
     # refreshing the baselines re-measures the (unchanged) dense model: same numbers, no diff at all
     before = path.read_text()
