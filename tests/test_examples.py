@@ -32,11 +32,13 @@ def test_example_suite(tmp_path):
 
 @pytest.mark.heavy
 def test_smollm2_example_suite_under_the_missions_budget(tmp_path, smollm2_dir):
-    """The real pretrained GQA model, `--ppl-budget=2.0` from its pytest.ini, strict committed baseline."""
-    out, records = _run(tmp_path, "examples/smollm2", "--ppl-strict")
-    assert "2 passed, 2 xfailed" in out
+    """The real pretrained GQA model, `--ppl-budget=2.0` from its pytest.ini, strict committed baseline.
+    (Its torch-pruning case, the third full evaluation, is left to the README command: test_smollm2.py
+    prunes the real model with torch-pruning and shows the same collapse on one window.)"""
+    out, records = _run(tmp_path, "examples/smollm2", "--ppl-strict", "-k", "not torch-pruning")
+    assert "2 passed, 1 deselected, 1 xfailed" in out
     checks = {r["test"].split("[")[1].rstrip("]"): r for r in records if r["kind"] == "check"}
     assert checks["mlp-0.25%"]["verdict"] == "pass" and checks["mlp-1%"]["verdict"] == "fail"
-    assert checks["torch-pruning-10%"]["verdict"] == "fail" and checks["mlp-0.25%"]["budget"] == "2"
+    assert checks["mlp-0.25%"]["budget"] == "2"
     assert all(r["baseline_source"] == "file" for r in checks.values())
     assert 18 < checks["mlp-0.25%"]["baseline"] < 23  # SmolLM2-135M on the bundled corpus at seqlen 256
