@@ -187,12 +187,12 @@ class Settings:
     def __post_init__(self) -> None:
         if self.stride is not None and self.protocol != "sliding":
             raise SettingsError(
-                f"--ppl-stride {self.stride} applies only to protocol sliding (this is {self.protocol}): "
-                "drop --ppl-stride or add --ppl-protocol=sliding"
+                f"stride {self.stride} applies only to protocol sliding (this is {self.protocol}): "
+                "drop the stride or use protocol sliding (--ppl-protocol=sliding)"
             )
         if self.stride is not None and self.seqlen is not None and self.stride > self.seqlen:
             raise SettingsError(
-                f"--ppl-stride {self.stride} is longer than seqlen {self.seqlen}: tokens between windows would never "
+                f"stride {self.stride} is longer than seqlen {self.seqlen}: tokens between windows would never "
                 "be scored; use a stride <= seqlen"
             )
 
@@ -271,4 +271,7 @@ def resolve(option_values: Mapping[str, Any], ini_values: Mapping[str, Any],
             except SettingsError as exc:
                 raise SettingsError(f"{where}: {exc}") from None
             break
-    return Settings(**chosen)
+    try:
+        return Settings(**chosen)
+    except SettingsError as exc:  # only the stride is checked against other settings
+        raise SettingsError(f"--ppl-stride: {exc}") from None

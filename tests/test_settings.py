@@ -46,3 +46,29 @@ def test_overrides_are_validated():
     assert s.with_overrides(seqlen=32).seqlen == 32
     with pytest.raises(SettingsError, match="unknown override"):
         s.with_overrides(sequence_length=32)
+
+
+def test_stride_is_checked_against_the_protocol_and_seqlen():
+    s = resolve({}, {}, {})
+    with pytest.raises(SettingsError, match="stride 64 applies only to protocol sliding"):
+        s.with_overrides(stride=64)
+    assert s.with_overrides(protocol="sliding", stride=64).stride == 64
+    with pytest.raises(SettingsError, match="--ppl-stride: stride 256 is longer than seqlen 128"):
+        resolve({"protocol": "sliding", "stride": "256", "seqlen": "128"}, {}, {})
+    sliding = resolve({"protocol": "sliding", "stride": "64"}, {}, {})
+    assert sliding.with_overrides(protocol="tokens").stride is None  # another protocol drops the stride
+
+
+def test_json_keeps_types_and_the_budget_as_written():
+    data = resolve({"seqlen": "128", "budget": "2%"}, {"no_cache": "true"}, {}).to_json()
+    assert data["seqlen"] == 128 and data["no_cache"] is True and data["budget"] == "2%"
+    assert data["max_windows"] is None and data["batch_size"] == "auto"
+
+
+def test_cli_takes_its_evaluation_options_from_the_same_table():
+    from pytest_llmppl.cli import CLI_SETTINGS, build_parser
+    from pytest_llmppl.settings import per_call_names
+
+    assert set(CLI_SETTINGS) == set(per_call_names()) - {"early_stop", "confidence"}
+    args = build_parser().parse_args(["eval", "--model", "m", "--max-windows", "3", "--dtype", "bfloat16"])
+    assert args.max_windows == "3" and args.dtype == "bfloat16" and args.load_dtype == "auto"
