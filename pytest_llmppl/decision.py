@@ -39,13 +39,15 @@ def early_rule(base: PerplexityResult | None, base_spec: MeasurementSpec | None,
 def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float, base_source: Source,
            result: PerplexityResult, source: Source, budget: Budget, threshold: float,
            rule: EarlyDecision | None, seconds: float) -> CheckRecord:
-    early = rule is not None and result.subset and rule.verdict in ("pass", "fail") and rule.estimate is not None
-    measured = math.exp(rule.estimate[0]) if early and rule is not None and rule.estimate else result.ppl
+    # An early verdict: the rule stopped the run before its end, certain of pass or fail.
+    certain = rule is not None and result.subset and rule.verdict in ("pass", "fail") and rule.estimate is not None
+    decided = rule if certain else None
+    measured = math.exp(decided.estimate[0]) if decided is not None and decided.estimate else result.ppl
     finite = result.finite and math.isfinite(measured)
     if not finite:
         verdict = Verdict.NOT_FINITE
-    elif early and rule is not None:
-        verdict = Verdict.PASS if rule.verdict == "pass" else Verdict.FAIL
+    elif decided is not None:
+        verdict = Verdict.PASS if decided.verdict == "pass" else Verdict.FAIL
     else:
         verdict = Verdict.PASS if measured <= threshold else Verdict.FAIL
     deltas = window_deltas(base, result) if base is not None and finite else {}
@@ -66,7 +68,7 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
         seconds=seconds,
         paired=_paired(base, result) if finite else None,
         top1=_top1(base, result) if finite else None,
-        early=_early_info(rule) if early and rule is not None else None,
+        early=_early_info(decided) if decided is not None else None,
         worst=worst,
         window_index=tuple(sorted(deltas)),
         window_delta=tuple(deltas[i] for i in sorted(deltas)),

@@ -69,7 +69,7 @@ class MeasurementSpec:
 
     def describe(self) -> str:
         """``seqlen 64, corpus wiki.txt, 5/53 windows, protocol torch-pruning``."""
-        text = (f"seqlen {self.seqlen}, corpus {_short(self.corpus_name)}, "
+        text = (f"seqlen {self.seqlen}, corpus {short_name(self.corpus_name)}, "
                 f"{self.n_windows}/{self.n_windows_total} windows, protocol {self.protocol}")
         if self.stride is not None:
             text += f", stride {self.stride}"
@@ -104,10 +104,12 @@ class MeasurementSpec:
 _KEYED = tuple(f.name for f in dataclasses.fields(MeasurementSpec) if f.compare)
 
 
-def _short(name: str) -> str:
+def short_name(name: str) -> str:
+    """A path by its last component (reports keep it whole); a name such as a hub id as is."""
     import os
 
-    return os.path.basename(name) if os.sep in name else name
+    is_path = (os.sep in name or "/" in name) and os.path.exists(name)
+    return os.path.basename(name.rstrip("/\\")) if is_path else name
 
 
 def package_version(name: str) -> str:

@@ -24,6 +24,7 @@ class Prepared:
     """Everything a measurement needs except the forward passes."""
 
     tokenizer: Any
+    tokenizer_fp: str
     corpus: Corpus
     ids: Any  # 1-D numpy array of token ids
     tokens_source: str
@@ -64,6 +65,7 @@ def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None
             stride: int | None, max_windows: int | None, store: Store | None,
             allow_long_seqlen: bool = False) -> Prepared:
     from .engine import plan_checked, resolve_seqlen
+    from .fingerprint import tokenizer_fingerprint
     from .tokens import tokenize
 
     tok = resolve_tokenizer(model, tokenizer)
@@ -73,9 +75,10 @@ def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None
         from .errors import SettingsError
 
         raise SettingsError(f"stride {stride} is longer than seqlen {seqlen}: use a stride <= seqlen")
-    ids, source = tokenize(text, tok, store)
+    tokenizer_fp = tokenizer_fingerprint(tok)
+    ids, source = tokenize(text, tok, store, tokenizer_fp)
     windows = plan_checked(len(ids), seqlen, protocol, stride, text.first_windows)
-    return Prepared(tok, text, ids, source, seqlen, protocol, stride if protocol == "sliding" else None,
+    return Prepared(tok, tokenizer_fp, text, ids, source, seqlen, protocol, stride if protocol == "sliding" else None,
                     max_windows, windows)
 
 
@@ -83,13 +86,13 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
     """The identity of measuring ``model`` on ``prepared`` at ``device`` (resolved, never
     ``auto``; None = where the model is) in ``dtype`` (None = the weights' dtype)."""
     from .engine import input_device, param_dtype
-    from .fingerprint import model_fingerprint, tokenizer_fingerprint
+    from .fingerprint import model_fingerprint
 
     where = input_device(model) if device is None or getattr(model, "hf_device_map", None) else device
     versions = software_versions()
     return MeasurementSpec(
         model=model_fingerprint(model),
-        tokenizer=tokenizer_fingerprint(prepared.tokenizer),
+        tokenizer=prepared.tokenizer_fp,
         corpus=prepared.corpus.fingerprint,
         seqlen=prepared.seqlen,
         protocol=prepared.protocol,

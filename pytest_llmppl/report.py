@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .identity import software_versions
+from .identity import short_name, software_versions
 from .records import BaselineRecord, CheckRecord, MeasureRecord, Record, Verdict, to_json
 from .settings import DEFAULT_PROTOCOL, Settings
 
@@ -28,11 +27,6 @@ def _num(x: float | None, digits: int = 4) -> str:
     if not math.isfinite(x):
         return str(x)
     return f"{x:.{digits}f}"
-
-
-def _short_name(name: str) -> str:
-    """A path by its last component (the JSON report keeps it whole)."""
-    return os.path.basename(name.rstrip("/\\")) if (os.sep in name or "/" in name) and os.path.exists(name) else name
 
 
 def _delta(r: Record) -> str:
@@ -82,7 +76,7 @@ def _source(r: Record) -> str:
 
 def _corpus(r: Record) -> str:
     s = r.subject
-    name = _short_name(s.corpus)
+    name = short_name(s.corpus)
     return name + (f" [{s.n_windows}/{s.n_windows_total} windows]" if s.n_windows != s.n_windows_total else "")
 
 
@@ -105,7 +99,7 @@ class Column:
 
 COLUMNS: tuple[Column, ...] = (
     Column("test", lambda r: r.subject.test),
-    Column("model", lambda r: _short_name(r.subject.model)),
+    Column("model", lambda r: short_name(r.subject.model)),
     Column("id", lambda r: r.subject.model_id),
     Column("corpus", _corpus),
     Column("protocol", _protocol, shown=_non_default_protocol),

@@ -19,12 +19,14 @@ def token_key(corpus: Corpus, tokenizer_fp: str) -> str:
     return digest("tokens", FORMAT, corpus.fingerprint, tokenizer_fp)
 
 
-def tokenize(corpus: Corpus, tokenizer: Any, store: Store | None = None) -> tuple[Any, str]:
+def tokenize(corpus: Corpus, tokenizer: Any, store: Store | None = None,
+             tokenizer_fp: str | None = None) -> tuple[Any, str]:
     """The corpus as a 1-D int64 numpy array of token ids, and where it came from
-    (``memory`` | ``cache`` | ``tokenized``)."""
+    (``memory`` | ``cache`` | ``tokenized``).  ``tokenizer_fp``: the tokenizer's fingerprint,
+    when the caller has it already (it serializes the whole pipeline: not free)."""
     import numpy as np
 
-    key = token_key(corpus, tokenizer_fingerprint(tokenizer))
+    key = token_key(corpus, tokenizer_fp or tokenizer_fingerprint(tokenizer))
     source = "memory"
     ids = _MEMO.get(key)
     if ids is None and store is not None:
