@@ -74,6 +74,12 @@ def forwards(pytester) -> int:
     return total
 
 
+def failures(result) -> str:
+    """The output of a pytester run up to pytest's short summary: there, on CI (``CI`` set),
+    pytest repeats each failure's whole message, so counting copies must stop before it."""
+    return result.stdout.str().split("short test summary info")[0]
+
+
 def report(pytester, name="report.json") -> dict:
     return json.loads((pytester.path / name).read_text())
 

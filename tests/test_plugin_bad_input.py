@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from plugin_support import project
+from plugin_support import failures, project
 
 SUITE = """
 def test_x(model, tok, ppl_of):
@@ -64,7 +64,7 @@ def test_bad_per_call_values_fail_with_one_message_at_the_users_line(pytester, p
     project(pytester, PER_CALL)
     result = pytester.runpytest("--tb=short", *plugin_args)
     result.assert_outcomes(failed=7)
-    out = result.stdout.str()
+    out = failures(result)
     for expected in ("invalid ppl budget '-1'", "pruning ratio 1.5 is outside [0, 1)", "invalid device 'gpu'",
                      "unknown corpus 'nonsense'", "seqlen 4096 exceeds the model's max_position_embeddings (512)",
                      "unknown override(s) sequence_length", "baseline must be what ppl_baseline returned"):

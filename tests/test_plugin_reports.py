@@ -7,7 +7,7 @@ import os
 import xml.etree.ElementTree as ET
 
 import pytest
-from plugin_support import project, report
+from plugin_support import failures, project, report
 
 SUITE = """
 import pytest, torch
@@ -58,7 +58,7 @@ def test_summary_json_markdown_junit(pytester):
     assert any("…" in line and len(line.split("  ")[0]) == 40 for line in table)
     # one message per failure, pointing at the user's line, never a chained second copy
     assert "During handling of the above exception" not in out
-    assert out.count("exceeds the threshold") == 1 and "> " in out and 'ppl_check(model, tok, baseline=base, budget="1%")' in out
+    assert failures(result).count("exceeds the threshold") == 1 and "> " in out and 'ppl_check(model, tok, baseline=base, budget="1%")' in out
     # where it got worse: the 3 windows with the largest rise, with their heading and text
     result.stdout.fnmatch_lines(['*worst windows: window * nats/token in "*": "*"; window *; window *'])
 
