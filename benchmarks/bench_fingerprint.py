@@ -59,7 +59,8 @@ def gpu_rows() -> list[dict]:
     size = t.numel() * 2
     assert _triton_hash(bits) == _torch_hash(bits)
     rows = []
-    for name, fn in (("triton kernel (now)", lambda: _triton_hash(bits)), ("torch fallback", lambda: _torch_hash(bits))):
+    candidates = (("triton kernel (now)", lambda: _triton_hash(bits)), ("torch fallback", lambda: _torch_hash(bits)))
+    for name, fn in candidates:
         fn()
         torch.cuda.synchronize()
         s = _best_of(lambda fn=fn: (fn(), torch.cuda.synchronize()))

@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     rows = [json.loads(line)["text"] for line in (ROOT / "fixtures" / "corpus" / "train.jsonl").open(encoding="utf-8")]
     corpus.write_text("\n\n".join(rows[: len(rows) // (1 if args.device == "cuda" else 8)]), encoding="utf-8")
     env = {**os.environ, "BENCH_SHAPE": json.dumps(shape), "BENCH_DEVICE": args.device, "BENCH_RATIO": str(args.ratio),
-           "BENCH_TOKENIZER": str(ROOT / "fixtures" / "tiny-llama"), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           "BENCH_TOKENIZER": str(ROOT / "fixtures" / "tiny-llama"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     out = []
     for run in ("cold", "warm"):
         env["BENCH_TIMES"] = str(work / f"{run}.json")

@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     n_tokens = corpus_of(windows * seqlen, tokenizer, corpus)
     (work / "test_verdict.py").write_text(SUITE)
     (work / "tp_way.py").write_text(TP_WAY)
-    env = {**os.environ, "BENCH_SHAPE": json.dumps(shape), "BENCH_DEVICE": args.device, "BENCH_TOKENIZER": str(tokenizer),
+    env = {**os.environ, "BENCH_SHAPE": json.dumps(shape), "BENCH_DEVICE": args.device,
+           "BENCH_TOKENIZER": str(tokenizer),
            "BENCH_CORPUS": str(corpus), "BENCH_SEQLEN": str(seqlen), "BENCH_DIR": str(ROOT / "benchmarks"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         import transformers
 
         meta = {"shape": args.shape, "device": args.device, "tokens": n_tokens, "seqlen": seqlen,
-                "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+                "torch": torch.__version__, "transformers": transformers.__version__,
+                "python": platform.python_version(),
                 "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor(),
                 "date": time.strftime("%Y-%m-%d")}
         Path(args.json).write_text(json.dumps({**meta, "rows": rows}, indent=1))

@@ -139,12 +139,13 @@ def main(argv=None) -> int:
         print(f"{r['case']:28s} {r['N']:4d} {r['confidence']:5.2f} {r['runs']:5d} {r['wrong']:5d} "
               f"{100 * r['error_rate']:6.2f} {r['mean_fraction']:5.2f} {r['mean_fraction_beyond_1se']:5.2f} "
               + " ".join(f"{b[k]:5.2f}" if b[k] is not None else "    -" for k in ("1-2", "2-4", "4-8", "8-12")))
-    total = {c: sum(r["wrong"] for r in rows if r["confidence"] == c) / sum(r["runs"] for r in rows if r["confidence"] == c)
-             for c in (0.99, 0.95)}
+    total = {c: sum(r["wrong"] for r in rows if r["confidence"] == c)
+             / sum(r["runs"] for r in rows if r["confidence"] == c) for c in (0.99, 0.95)}
     print(f"\noverall error rate: {100 * total[0.99]:.3f}% at 0.99, {100 * total[0.95]:.3f}% at 0.95 "
           f"({time.time() - t0:.0f} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows, "overall": total}, indent=1))
+        summary = {"date": time.strftime("%Y-%m-%d"), "rows": rows, "overall": total}
+        Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import CORPUS_TXT
 from pytest_llmppl import evaluate
 from pytest_llmppl.errors import CorpusError, ModelError, SettingsError, TokenizerError
+
+from conftest import CORPUS_TXT
 
 
 def test_corpus_shorter_than_one_window(tiny_model, tiny_tokenizer, tmp_path, cache_dir):
@@ -55,7 +56,7 @@ class NoLogits(torch.nn.Module):
 
 
 def test_model_without_logits(tiny_model, tiny_tokenizer, cache_dir):
-    with pytest.raises(ModelError, match="without .logits.*AutoModelForCausalLM"):
+    with pytest.raises(ModelError, match=r"without \.logits.*AutoModelForCausalLM"):
         evaluate(NoLogits(tiny_model), tiny_tokenizer, str(CORPUS_TXT), 128, cache_dir=cache_dir, max_windows=1)
 
 

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from reference import tp_ppl
 
 from conftest import CORPUS_TXT, ROOT, TINY
+from reference import tp_ppl
 
 
 def run(*args, cache_dir):

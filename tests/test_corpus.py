@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from conftest import CORPUS_JSONL, CORPUS_TXT
 from pytest_llmppl import load_corpus
 from pytest_llmppl.errors import CorpusError
+
+from conftest import CORPUS_JSONL, CORPUS_TXT
 
 ROWS = [json.loads(line)["text"] for line in CORPUS_JSONL.read_text(encoding="utf-8").splitlines()]
 JOINED = "\n\n".join(ROWS)
@@ -93,7 +94,7 @@ def test_hf_generic_spec_with_column(tmp_path):
 
 
 def test_unknown_corpus_names_the_choices():
-    with pytest.raises(CorpusError, match="unknown corpus 'wikitext3'.*wikitext2"):
+    with pytest.raises(CorpusError, match=r"unknown corpus 'wikitext3'.*wikitext2"):
         load_corpus("wikitext3")
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from plugin_support import project
+
+from pytest_llmppl.devices import pick_device, visible_gpus, worker_index
 
 from conftest import CORPUS_TXT, TINY
-from pytest_llmppl.devices import pick_device, visible_gpus, worker_index
+from plugin_support import project
 
 
 @pytest.mark.parametrize("worker,visible,want", [
@@ -53,10 +54,11 @@ def test_auto_pins_each_xdist_worker_to_one_gpu(pytester, monkeypatch):
 def test_device_map_model_is_evaluated_in_place(tiny_tokenizer, cache_dir, tmp_path):
     """A model dispatched by accelerate over several places (here CPU and disk offload): inputs go
     to the input embedding's device, nothing is moved, the hooks bring offloaded weights."""
-    from reference import tp_ppl
     from transformers import AutoModelForCausalLM
 
     from pytest_llmppl import evaluate
+
+    from reference import tp_ppl
 
     placement = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}

@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from reference import sliding_ppl, tokens_ppl, tp_ppl, tp_window_nlls
 
-from conftest import CORPUS_TXT
 from pytest_llmppl import evaluate
 from pytest_llmppl.engine import evaluate_ids, head_path, token_ce
 from pytest_llmppl.windows import spread_subset
+
+from conftest import CORPUS_TXT
+from reference import sliding_ppl, tokens_ppl, tp_ppl, tp_window_nlls
 
 REL = 1e-6
 _REF_NLLS: dict = {}

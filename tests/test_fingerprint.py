@@ -9,9 +9,10 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, TINY
 from pytest_llmppl.device_hash import _torch_hash, bits_hash
 from pytest_llmppl.fingerprint import model_fingerprint, tensor_hash
+
+from conftest import ROOT, TINY
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the hash kernel runs on CUDA GPUs")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from plugin_support import failures, project
 
 SUITE = """
@@ -71,7 +72,8 @@ def test_bad_per_call_values_fail_with_one_message_at_the_users_line(pytester, p
         assert out.count(expected) == 1, expected  # once: nothing chained, no second copy
     assert "During handling of the above exception" not in out
     assert "pytest_llmppl/" not in out  # our frames are hidden: the traceback ends at the user's line
-    result.stdout.fnmatch_lines(["*test_suite.py:3: in test_budget*", '*ppl_check(model, tok, baseline=base, budget="-1"*'])
+    result.stdout.fnmatch_lines(["*test_suite.py:3: in test_budget*",
+                                 '*ppl_check(model, tok, baseline=base, budget="-1"*'])
 
 
 def test_missing_baselines_file_without_strict_warns(pytester):

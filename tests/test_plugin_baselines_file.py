@@ -8,9 +8,9 @@ import os
 import shutil
 
 import pytest
-from plugin_support import project, rows
 
 from conftest import CORPUS_TXT
+from plugin_support import project, rows
 
 
 def _umask() -> int:
@@ -56,7 +56,8 @@ def test_create_pass_fail_update_cycle(pytester, monkeypatch):
     # a refactor that changed the dense model: strict says what the file's entry was recorded for
     changed = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-strict", "--ppl-seqlen=64")
     changed.assert_outcomes(failed=1)
-    changed.stdout.fnmatch_lines(["*is missing from*--ppl-strict*entry for this test was recorded with another seqlen*"])
+    changed.stdout.fnmatch_lines(
+        ["*is missing from*--ppl-strict*entry for this test was recorded with another seqlen*"])
 
     # refreshing the baselines re-measures the (unchanged) dense model: same numbers, no diff at all
     before = path.read_text()
@@ -88,7 +89,8 @@ def test_strict_with_no_file_is_a_usage_error(pytester):
 @pytest.mark.parametrize("content,message", [
     ("{not json", "*is not valid JSON*"),
     ('{"baselines": []}', "*is not a pytest-llmppl baselines file*"),
-    ('{"format": "pytest-llmppl baselines v1", "baselines": {}}', "*older format*regenerate it with --ppl-update-baselines*"),
+    ('{"format": "pytest-llmppl baselines v1", "baselines": {}}',
+     "*older format*regenerate it with --ppl-update-baselines*"),
 ])
 def test_malformed_file_is_a_usage_error(pytester, content, message):
     project(pytester, SUITE)
@@ -166,14 +168,16 @@ def test_update_removes_entries_no_test_uses(pytester, monkeypatch):
     pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=2)
     assert len(_entries(path)) == 1  # one dense model, one entry
     # the dense model changes for test_other only: its old entry is replaced, not kept beside the new one
-    project(pytester, two.replace("def test_other(model, tok, ppl_baseline, ppl_check):\n    base = ppl_baseline(model, tok)",
-                                  "def test_other(model, tok, ppl_baseline, ppl_check):\n"
-                                  "    damage(model, 0.05)\n    base = ppl_baseline(model, tok)"))
+    header = "def test_other(model, tok, ppl_baseline, ppl_check):\n"
+    project(pytester, two.replace(header + "    base = ppl_baseline(model, tok)",
+                                  header + "    damage(model, 0.05)\n    base = ppl_baseline(model, tok)"))
     run = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines")
     run.assert_outcomes(passed=2)
-    assert sorted(e["test"] for e in _entries(path).values()) == ["test_suite.py::test_guard", "test_suite.py::test_other"]
+    tests = sorted(e["test"] for e in _entries(path).values())
+    assert tests == ["test_suite.py::test_guard", "test_suite.py::test_other"]
     # a filtered run (-k) keeps what it did not run
-    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "-k", "test_other").assert_outcomes(passed=1)
+    filtered = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "-k", "test_other")
+    filtered.assert_outcomes(passed=1)
     assert len(_entries(path)) == 2
     # a test that is gone from a file run whole: its entry goes
     project(pytester, SUITE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from plugin_support import INI, project, rows
 
 MEASURE = """
@@ -68,7 +69,8 @@ def test_marked(model, tok, ppl_baseline, ppl_check, ppl_budget):
 """
     project(pytester, suite, ini=INI + f"ppl_budget = {big!r}\n")
     pytester.runpytest().assert_outcomes(passed=2)                      # ini allows it
-    pytester.runpytest(f"--ppl-budget={small!r}").assert_outcomes(passed=1, failed=1)  # option beats ini, marker beats option
+    # option beats ini, marker beats option
+    pytester.runpytest(f"--ppl-budget={small!r}").assert_outcomes(passed=1, failed=1)
     project(pytester, suite, ini=INI + f"ppl_budget = {small!r}\n")
     pytester.runpytest().assert_outcomes(passed=1, failed=1)
 
@@ -82,7 +84,8 @@ def test_env_sits_between_option_and_ini(pytester, values, monkeypatch):
 
 
 def test_explicit_budget_argument_wins(pytester, values):
-    suite = CHECK.replace("ppl_check(model, tok, baseline=base)", "ppl_check(model, tok, baseline=base, budget='1000%')")
+    suite = CHECK.replace("ppl_check(model, tok, baseline=base)",
+                          "ppl_check(model, tok, baseline=base, budget='1000%')")
     project(pytester, suite)
     pytester.runpytest("--ppl-budget=0").assert_outcomes(passed=1)
 

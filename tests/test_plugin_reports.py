@@ -7,6 +7,7 @@ import os
 import xml.etree.ElementTree as ET
 
 import pytest
+
 from plugin_support import failures, project, report
 
 SUITE = """
@@ -39,7 +40,8 @@ def test_sliding(model, tok, ppl_of, a_long_parameter_name_that_makes_the_test_i
 
 def test_summary_json_markdown_junit(pytester):
     project(pytester, SUITE)
-    result = pytester.runpytest("--ppl-report=out/report.json", "--ppl-report-md=out/summary.md", "--junitxml=junit.xml")
+    result = pytester.runpytest("--ppl-report=out/report.json", "--ppl-report-md=out/summary.md",
+                                "--junitxml=junit.xml")
     result.assert_outcomes(passed=3, failed=2)
     out = result.stdout.str()
     result.stdout.fnmatch_lines([
@@ -58,7 +60,8 @@ def test_summary_json_markdown_junit(pytester):
     assert any("…" in line and len(line.split("  ")[0]) == 40 for line in table)
     # one message per failure, pointing at the user's line, never a chained second copy
     assert "During handling of the above exception" not in out
-    assert failures(result).count("exceeds the threshold") == 1 and "> " in out and 'ppl_check(model, tok, baseline=base, budget="1%")' in out
+    assert failures(result).count("exceeds the threshold") == 1 and "> " in out
+    assert 'ppl_check(model, tok, baseline=base, budget="1%")' in out
     # where it got worse: the 3 windows with the largest rise, with their heading and text
     result.stdout.fnmatch_lines(['*worst windows: window * nats/token in "*": "*"; window *; window *'])
 
@@ -117,7 +120,8 @@ def test_suite_without_ppl_fixtures_is_untouched(pytester):
 
 def test_plugin_does_not_import_torch_for_plain_suites(pytester):
     pytester.makepyfile(test_plain="import sys\ndef test_x():\n"
-                                   "    heavy = [m for m in ('torch', 'transformers', 'numpy', 'datasets') if m in sys.modules]\n"
+                                   "    heavy = [m for m in ('torch', 'transformers', 'numpy', 'datasets')\n"
+                                   "             if m in sys.modules]\n"
                                    "    assert not heavy, heavy\n")
     pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:hypothesispytest").assert_outcomes(passed=1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from plugin_support import failures, forwards, project, rows
 
 SUITE = """

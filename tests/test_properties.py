@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import tempfile
 
 import numpy as np
@@ -21,7 +22,7 @@ def test_disjoint_windows(n, seqlen, protocol, cap):
     for i, w in enumerate(ws):
         assert (w.start, w.end, w.score_from) == (i * seqlen, (i + 1) * seqlen, 1)
         assert window_weight(w, protocol) == (seqlen if protocol == "torch-pruning" else seqlen - 1)
-    assert all(a.end <= b.start for a, b in zip(ws, ws[1:]))  # no overlap; the tail is dropped
+    assert all(a.end <= b.start for a, b in itertools.pairwise(ws))  # no overlap; the tail is dropped
     assert n - (ws[-1].end if ws else 0) < seqlen or cap
 
 
@@ -47,7 +48,7 @@ def test_spread_subset(n, data):
     k = data.draw(st.integers(1, n))
     idx = spread_subset(n, k)
     assert len(idx) == k == len(set(idx)) and idx == sorted(idx) and idx[0] >= 0 and idx[-1] < n
-    gaps = np.diff([-1] + idx + [n]) if k > 1 else [1]
+    gaps = np.diff([-1, *idx, n]) if k > 1 else [1]
     assert max(gaps) - min(gaps[1:-1] if k > 2 else gaps) <= 2 * (n // k) + 1
     assert idx == spread_subset(n, k)
 

@@ -32,7 +32,8 @@ def _origin(pruned_rows, dense_rows, kept_cols):
     out = []
     for h in range(pruned_rows.shape[0] // HEAD_DIM):
         block = pruned_rows[h * HEAD_DIM:(h + 1) * HEAD_DIM]
-        found = [o for o in range(dense.shape[0] // HEAD_DIM) if torch.equal(block, dense[o * HEAD_DIM:(o + 1) * HEAD_DIM])]
+        found = [o for o in range(dense.shape[0] // HEAD_DIM)
+                 if torch.equal(block, dense[o * HEAD_DIM:(o + 1) * HEAD_DIM])]
         assert len(found) == 1, "a pruned head is not a whole dense head"
         out.append(found[0])
     return out
@@ -100,7 +101,7 @@ def test_a_hang_becomes_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(tp.pruner.MetaPruner, "__init__", forever)
     t0 = time.perf_counter()
-    with pytest.raises(ModelError, match="did not finish within 0.5 s.*PYTEST_LLMPPL_PRUNE_TIMEOUT"):
+    with pytest.raises(ModelError, match=r"did not finish within 0\.5 s.*PYTEST_LLMPPL_PRUNE_TIMEOUT"):
         prune_causal_lm(_model("llama"), 0.2, timeout=0.5)
     assert time.perf_counter() - t0 < 5
 
@@ -120,7 +121,7 @@ def test_prune_mlp_works_on_gqa(tmp_path):
 
 
 def test_bad_ratio_and_unsupported_model():
-    with pytest.raises(SettingsError, match="ratio 1.0 is outside"):
+    with pytest.raises(SettingsError, match=r"ratio 1\.0 is outside"):
         prune_causal_lm(_model("llama"), 1.0)
     from transformers import AutoConfig, AutoModelForCausalLM
 

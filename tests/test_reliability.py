@@ -17,9 +17,10 @@ import warnings
 import pytest
 import torch
 
-from conftest import CORPUS_TXT, ROOT
 from pytest_llmppl import evaluate
 from pytest_llmppl.cache import CacheWarning, Store
+
+from conftest import CORPUS_TXT, ROOT
 
 KEY = "ab" * 32
 

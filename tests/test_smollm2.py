@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CORPUS_TXT, ROOT
 from pytest_llmppl import evaluate
 from pytest_llmppl.windows import spread_subset
+
+from conftest import CORPUS_TXT, ROOT
 from reference import tp_ppl, tp_window_nlls
 
 SEQLEN, WINDOWS = 128, 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -51,11 +52,11 @@ def test_normal_quantile_matches_scipy(p):
 def test_look_points():
     pts = look_points(140, 8)
     assert pts[0] == 8 and pts[-1] == 140 and pts == sorted(set(pts))
-    assert all(b <= math.ceil(a * 1.5) for a, b in zip(pts, pts[1:-1]))
+    assert all(b <= math.ceil(a * 1.5) for a, b in itertools.pairwise(pts[:-1]))
 
 
 def _rule(b, threshold, confidence=0.99):
-    return EarlyDecision({i: x for i, x in enumerate(b)}, dict.fromkeys(range(len(b)), 1.0), threshold, confidence)
+    return EarlyDecision(dict(enumerate(b)), dict.fromkeys(range(len(b)), 1.0), threshold, confidence)
 
 
 def test_early_rule_is_exact_at_the_end(pair):

@@ -7,11 +7,12 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import CORPUS_TXT, TINY
 from pytest_llmppl import evaluate, tokens
 from pytest_llmppl.cache import CacheWarning, Store
 from pytest_llmppl.corpus import Corpus, load_corpus
 from pytest_llmppl.fingerprint import tokenizer_fingerprint
+
+from conftest import CORPUS_TXT, TINY
 
 
 def _source(corpus, tok, store):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference import tp_ppl
 
-from conftest import CORPUS_TXT, TINY
 from pytest_llmppl import evaluate
 from pytest_llmppl.engine import head_path
 from pytest_llmppl.windows import spread_subset
+
+from conftest import CORPUS_TXT, TINY
+from reference import tp_ppl
 
 SEQLEN, WINDOWS = 128, 4
 
@@ -118,5 +119,5 @@ def test_meta_model_without_offload_names_the_way_out(tiny_tokenizer, tmp_path):
     with torch.device("meta"):
         model = LlamaForCausalLM(LlamaConfig(vocab_size=1024, hidden_size=32, intermediate_size=64,
                                              num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
-    with pytest.raises(ModelError, match="meta device.*no offloaded copy.*offload_folder"):
+    with pytest.raises(ModelError, match=r"meta device.*no offloaded copy.*offload_folder"):
         model_fingerprint(model)
