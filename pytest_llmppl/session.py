@@ -411,8 +411,9 @@ def _unpack_baseline(baseline: Any) -> tuple[PerplexityResult | None, Source, fl
 def _refuse_mismatch(base: MeasurementSpec, check: MeasurementSpec) -> None:
     differ = base.mismatch(check)
     if differ:
+        verb = "differs" if len(differ) == 1 else "differ"
         raise PPLFailure(
-            f"ppl_check: the baseline was measured differently ({', '.join(differ)} differ), so their windows "
+            f"ppl_check: the baseline was measured differently ({', '.join(differ)} {verb}), so their windows "
             f"cannot be compared. baseline: {base.describe()}; this check: {check.describe()}. Measure the baseline "
             "with the same corpus, tokenizer, seqlen, protocol, stride and max_windows."
         )

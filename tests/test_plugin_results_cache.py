@@ -111,12 +111,12 @@ def test_a_baseline_measured_differently_is_an_error(pytester, tmp_path, plugin_
     if plugin_args:
         return  # failures are reported in completion order under xdist
     result.stdout.fnmatch_lines([
-        "*seqlen differ*baseline: seqlen 128, corpus test.txt, 10/140 windows*this check: seqlen 64, corpus test.txt,"
+        "*(seqlen differs)*baseline: seqlen 128, corpus test.txt, 10/140 windows*this check: seqlen 64, corpus test.txt,"
         " 10/28? windows*",
-        "*corpus differ*this check: seqlen 128, corpus other.txt*",
-        "*protocol differ*",
-        "*max_windows differ*baseline: seqlen 128, corpus test.txt, 5/140 windows*this check:*10/140 windows*",
-        "*stride differ*stride 64*stride 32*",
+        "*(corpus differs)*this check: seqlen 128, corpus other.txt*",
+        "*(protocol differs)*",
+        "*(max_windows differs)*baseline: seqlen 128, corpus test.txt, 5/140 windows*this check:*10/140 windows*",
+        "*(stride differs)*stride 64*stride 32*",
     ])
 
 
