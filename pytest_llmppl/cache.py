@@ -11,6 +11,10 @@ correct even where the lock does nothing.  A body whose checksum does not match
 (a crash on a file system without atomic rename, a hand edit, bit rot) is
 deleted with a warning and reported as a miss, so the caller rebuilds it.
 Arrays are stored as ``.npy`` bytes and read with ``allow_pickle=False``.
+
+A read that hits touches the entry's modification time, so the time says when it was
+last *used*: ``prune`` removes what no run has used for a while (a CI cache restored and
+saved on every commit would otherwise only grow).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .files import atomic_write
@@ -45,6 +51,16 @@ def default_cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("pytest-llmppl", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What ``Store.prune`` removed, and what is left."""
+
+    entries: int
+    bytes: int
+    kept_entries: int
+    kept_bytes: int
 
 
 class Store:
@@ -103,6 +119,10 @@ class Store:
             except OSError:
                 pass
             return None
+        try:
+            os.utime(path)  # last used now (see prune)
+        except OSError:
+            pass
         return parsed
 
     def put_bytes(self, namespace: str, key: str, body: bytes, meta: dict | None = None) -> Path | None:
@@ -197,19 +217,57 @@ class Store:
     def info(self) -> dict:
         """Entry count and bytes per namespace."""
         out: dict[str, dict] = {}
-        if not self.root.exists():
-            return out
-        for ns in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        for ns in self._namespaces():
             files = list(ns.glob("*/*.entry"))
             out[ns.name] = {"entries": len(files), "bytes": sum(f.stat().st_size for f in files)}
         return out
 
+    def prune(self, *, unused_days: float | None = None, max_bytes: int | None = None) -> Pruned:
+        """Remove entries no run has used for ``unused_days``, then the least recently used
+        ones until the store holds at most ``max_bytes``.  Entries of one key (a result and
+        its argmax) go together."""
+        groups: dict[str, list[tuple[float, int, Path]]] = {}
+        for ns in self._namespaces():
+            for path in ns.glob("*/*.entry"):
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                groups.setdefault(path.stem, []).append((st.st_mtime, st.st_size, path))
+        by_use = sorted(groups.values(), key=lambda g: max(mtime for mtime, _, _ in g))
+        n_entries = sum(len(g) for g in by_use)
+        total = sum(size for g in by_use for _, size, _ in g)
+        cutoff = None if unused_days is None else time.time() - unused_days * 86400
+        removed = freed = 0
+        for group in by_use:
+            too_old = cutoff is not None and max(mtime for mtime, _, _ in group) < cutoff
+            too_big = max_bytes is not None and total - freed > max_bytes
+            if not (too_old or too_big):
+                continue
+            for _, size, path in group:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed += 1
+                freed += size
+                for lock in (Path(f"{path}.lock"), path.with_suffix(".measure.lock")):
+                    try:
+                        lock.unlink()
+                    except OSError:
+                        pass
+        return Pruned(removed, freed, n_entries - removed, total - freed)
+
+    def _namespaces(self) -> list[Path]:
+        if not self.root.exists():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and _NAMESPACE.match(p.name))
+
     def clear(self) -> int:
         """Remove every namespace folder; returns how many entries went."""
         n = sum(v["entries"] for v in self.info().values())
-        for ns in [p for p in self.root.iterdir() if p.is_dir()] if self.root.exists() else []:
-            if _NAMESPACE.match(ns.name):
-                shutil.rmtree(ns, ignore_errors=True)
+        for ns in self._namespaces():
+            shutil.rmtree(ns, ignore_errors=True)
         return n
 
 

@@ -1,4 +1,4 @@
-"""``python -m pytest_llmppl eval ...`` and ``cache info|clear``: the pipeline without pytest.
+"""``python -m pytest_llmppl eval ...`` and ``cache info|clear|prune``: the pipeline without pytest.
 
 The evaluation options are the plugin's per-call settings (``--seqlen`` is ``--ppl-seqlen``,
 ``--dtype`` is ``--ppl-dtype``: the evaluation dtype, autocast below the weights), taken
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-cache", action="store_true")
     ev.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
-    cache = sub.add_parser("cache", help="inspect or clear the caches (the user cache and pytest's own store)")
-    cache.add_argument("action", choices=["info", "clear"])
+    cache = sub.add_parser("cache", help="inspect, prune or clear the caches (the user cache and pytest's own store)")
+    cache.add_argument("action", choices=["info", "clear", "prune"])
+    cache.add_argument("--unused-days", type=float, metavar="DAYS",
+                       help="prune: remove entries no run has used for DAYS days")
+    cache.add_argument("--max-size", metavar="SIZE",
+                       help="prune: then remove the least recently used entries until each store holds at most "
+                            "SIZE (bytes, or with K/M/G/T, binary: 500M, 2G)")
     cache.add_argument("--cache-dir", help="a store given with --ppl-cache-dir / $PYTEST_LLMPPL_CACHE_DIR")
     cache.add_argument("--rootdir", default=".", help="the pytest project whose .pytest_cache to look in (default: .)")
     return p
@@ -77,10 +83,26 @@ def _stores(args: Any) -> list[Path]:
 def _cache(args: Any) -> int:
     from .cache import Store
 
+    if args.action == "prune":
+        if args.unused_days is None and args.max_size is None:
+            raise SettingsError("cache prune needs --unused-days DAYS and/or --max-size SIZE")
+        if args.unused_days is not None and not args.unused_days >= 0:
+            raise SettingsError(f"--unused-days must be >= 0, not {args.unused_days}")
+        max_bytes = None if args.max_size is None else parse_size(args.max_size)
+    elif args.unused_days is not None or args.max_size is not None:
+        raise SettingsError("--unused-days and --max-size go with cache prune")
     for root in _stores(args):
         store = Store(root)
         if args.action == "clear":
             print(f"removed {store.clear()} entries from {store.root}")
+            continue
+        if args.action == "prune":
+            try:
+                done = store.prune(unused_days=args.unused_days, max_bytes=max_bytes)
+            except OSError as exc:
+                raise SettingsError(f"cannot prune {store.root}: {exc}") from None
+            print(f"removed {done.entries} entries ({done.bytes / 2**20:.2f} MiB) from {store.root}; "
+                  f"{done.kept_entries} entries ({done.kept_bytes / 2**20:.2f} MiB) kept")
             continue
         print(f"cache: {store.root}")
         info = store.info()
@@ -89,6 +111,18 @@ def _cache(args: Any) -> int:
         if not info:
             print("  (empty)")
     return 0
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``500M`` -> bytes (binary units; ``MB`` and ``MiB`` mean the same here)."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise SettingsError(f"--max-size {text!r} is not a size: use bytes or a number with K, M, G or T (e.g. 2G)")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** " kmgt".index(unit.lower() or " "))
 
 
 def load_model(name: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False) -> Any:

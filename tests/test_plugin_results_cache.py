@@ -111,7 +111,8 @@ def test_a_baseline_measured_differently_is_an_error(pytester, tmp_path, plugin_
     if plugin_args:
         return  # failures are reported in completion order under xdist
     result.stdout.fnmatch_lines([
-        "*(seqlen differs)*baseline: seqlen 128, corpus test.txt, 10/140 windows*this check: seqlen 64, corpus test.txt,"
+        "*(seqlen differs)*baseline: seqlen 128, corpus test.txt, 10/140 windows*"
+        "this check: seqlen 64, corpus test.txt,"
         " 10/28? windows*",
         "*(corpus differs)*this check: seqlen 128, corpus other.txt*",
         "*(protocol differs)*",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+
 import yaml
+
+from pytest_llmppl.cli import build_parser
 
 from conftest import ROOT
 
@@ -18,3 +22,8 @@ def test_gpu_workflow_structure():
     runs = " ".join(s.get("run", "") for s in check["steps"])
     assert "--ppl-strict" in runs and "--ppl-baselines=" in runs and "GITHUB_STEP_SUMMARY" in runs
     assert "--ppl-update-baselines" in " ".join(s.get("run", "") for s in refresh["steps"])
+    # the cache actions/cache saves is pruned first, with a command our CLI accepts
+    prune = [s["run"] for s in check["steps"] if "cache prune" in s.get("run", "")]
+    assert len(prune) == 1 and prune[0].startswith("python -m pytest_llmppl ")
+    args = build_parser().parse_args(shlex.split(prune[0])[3:])
+    assert args.action == "prune" and args.unused_days == 30 and args.max_size == "5G"
