@@ -102,6 +102,7 @@ def prune_causal_lm(model: Any, ratio: float, *, round_to: int = 4, example_inpu
     if _attention_modules(model)[0].q_proj.out_features // head_dim == heads:
         _prune_heads_per_kv_group(model, head_dim, per_group)
     _patch_after_pruning(model, head_dim)
+    _retie_embeddings(model)
     return model
 
 
@@ -262,6 +263,23 @@ def _patch_after_pruning(model: Any, head_dim: int) -> None:
                     setattr(m, attr, value)
         elif name.endswith("mlp") and hasattr(m, "gate_proj"):
             cfg.intermediate_size = m.gate_proj.out_features
+
+
+def _retie_embeddings(model: Any) -> None:
+    """Pruning the hidden size gives a tied embedding and lm_head two new, equal parameters:
+    share one again (else the vocabulary matrix is held twice).  Were they ever to differ, the
+    config stops saying tied, so a reload cannot silently replace one by the other."""
+    import torch
+
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is None or head.weight is embedding.weight:
+        return
+    if head.weight.shape == embedding.weight.shape and torch.equal(head.weight, embedding.weight):
+        head.weight = embedding.weight
+    else:
+        model.config.tie_word_embeddings = False
 
 
 def prune_mlp(model: Any, ratio: float, *, round_to: int = 4, layers: Iterable[int] | None = None,

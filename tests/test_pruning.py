@@ -16,12 +16,12 @@ from pytest_llmppl.pruning import heads_to_remove, prune_causal_lm, prune_mlp
 HEAD_DIM, KV_HEADS = 16, 2
 
 
-def _model(kind, heads=8, kv_heads=8, layers=2):
+def _model(kind, heads=8, kv_heads=8, layers=2, **extra):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.for_model(kind, vocab_size=256, hidden_size=heads * HEAD_DIM, intermediate_size=128,
                                   num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                                  head_dim=HEAD_DIM, max_position_embeddings=256)
+                                  head_dim=HEAD_DIM, max_position_embeddings=256, **extra)
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config).eval()
 
@@ -78,6 +78,35 @@ def test_prunes_every_head_layout(kind, rep, tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x).logits, out, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_tied_embeddings_stay_tied(kind, tmp_path):
+    """Llama-3.2-1B/3B, Qwen2-0.5B/1.5B and SmolLM2 share the embedding with lm_head: pruning the hidden
+    size must not leave two copies of the vocabulary matrix (memory) behind a config that says tied."""
+    from transformers import AutoModelForCausalLM
+
+    dense = _model(kind, heads=8, kv_heads=2, tie_word_embeddings=True)
+    assert dense.lm_head.weight is dense.model.embed_tokens.weight
+    pruned = prune_causal_lm(dense, 0.25, copy_model=True)
+    assert pruned.lm_head.weight is pruned.model.embed_tokens.weight and pruned.config.tie_word_embeddings
+    unique = {id(p): p.numel() for p in pruned.parameters()}
+    assert sum(unique.values()) == sum(v.numel() for k, v in pruned.state_dict().items() if k != "lm_head.weight")
+    x = torch.randint(0, 256, (1, 16))
+    pruned.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x).logits, pruned(x).logits, rtol=0, atol=0)
+
+
+def test_a_tie_that_no_longer_holds_is_not_claimed():
+    from pytest_llmppl.pruning import _retie_embeddings
+
+    model = _model("llama", tie_word_embeddings=True)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach() + 1)
+    _retie_embeddings(model)
+    assert model.lm_head.weight is not model.model.embed_tokens.weight
+    assert model.config.tie_word_embeddings is False  # a reload keeps both matrices
 
 
 def test_copy_leaves_the_dense_model_untouched():
