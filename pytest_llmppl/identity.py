@@ -67,12 +67,15 @@ class MeasurementSpec:
         total = self.n_windows_total
         return min(total, self.max_windows) if self.max_windows else total
 
-    def describe(self) -> str:
-        """``seqlen 64, corpus wiki.txt, 5/53 windows, protocol torch-pruning``."""
+    def describe(self, contents: bool = False) -> str:
+        """``seqlen 64, corpus wiki.txt, 5/53 windows, protocol torch-pruning``; ``contents`` adds
+        the tokenizer and corpus fingerprints (two sides that differ only there look alike)."""
         text = (f"seqlen {self.seqlen}, corpus {short_name(self.corpus_name)}, "
                 f"{self.n_windows}/{self.n_windows_total} windows, protocol {self.protocol}")
         if self.stride is not None:
             text += f", stride {self.stride}"
+        if contents:
+            text += f", tokenizer {self.tokenizer[:8]}, corpus content {self.corpus[:8]}"
         return text
 
     def mismatch(self, other: MeasurementSpec) -> list[str]:

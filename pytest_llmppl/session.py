@@ -412,10 +412,11 @@ def _refuse_mismatch(base: MeasurementSpec, check: MeasurementSpec) -> None:
     differ = base.mismatch(check)
     if differ:
         verb = "differs" if len(differ) == 1 else "differ"
+        contents = "tokenizer" in differ or "corpus" in differ
         raise PPLFailure(
             f"ppl_check: the baseline was measured differently ({', '.join(differ)} {verb}), so their windows "
-            f"cannot be compared. baseline: {base.describe()}; this check: {check.describe()}. Measure the baseline "
-            "with the same corpus, tokenizer, seqlen, protocol, stride and max_windows."
+            f"cannot be compared. baseline: {base.describe(contents)}; this check: {check.describe(contents)}. "
+            "Measure the baseline with the same corpus, tokenizer, seqlen, protocol, stride and max_windows."
         )
 
 

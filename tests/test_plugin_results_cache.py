@@ -94,6 +94,13 @@ def test_subset(model, tok, ppl_baseline, ppl_check):
 def test_stride(model, tok, ppl_baseline, ppl_check):
     check_against(model, tok, ppl_baseline, ppl_check, dict(protocol="sliding", stride=64, max_windows=4),
                   dict(protocol="sliding", stride=32, max_windows=4))
+
+def test_tokenizer(model, tok, ppl_baseline, ppl_check):
+    import copy
+    other = copy.deepcopy(tok)
+    other.add_tokens(["qqzzxq"])  # another tokenizer; the corpus tokenizes the same
+    base = ppl_baseline(model, tok, max_windows=10)
+    ppl_check(model, other, baseline=base, budget="1000%", max_windows=10)
 """
 
 
@@ -104,9 +111,9 @@ def test_a_baseline_measured_differently_is_an_error(pytester, tmp_path, plugin_
     other.write_text(CORPUS_TXT.read_text(encoding="utf-8")[:20000], encoding="utf-8")
     project(pytester, MISMATCH.format(other=str(other)))
     result = pytester.runpytest("--ppl-report=report.json", *plugin_args)
-    result.assert_outcomes(failed=5)
+    result.assert_outcomes(failed=6)
     text = result.stdout.str()
-    assert failures(result).count("the baseline was measured differently") == 5 and "ppl_check: PPL" not in text
+    assert failures(result).count("the baseline was measured differently") == 6 and "ppl_check: PPL" not in text
     assert rows(pytester, "check") == []  # never a verdict
     if plugin_args:
         return  # failures are reported in completion order under xdist
@@ -118,6 +125,9 @@ def test_a_baseline_measured_differently_is_an_error(pytester, tmp_path, plugin_
         "*(protocol differs)*",
         "*(max_windows differs)*baseline: seqlen 128, corpus test.txt, 5/140 windows*this check:*10/140 windows*",
         "*(stride differs)*stride 64*stride 32*",
+        # two sides that differ only in content show their fingerprints
+        "*(tokenizer differs)*baseline: *, tokenizer ????????, corpus content ????????; "
+        "this check: *, tokenizer ????????, corpus content ????????.*",
     ])
 
 
