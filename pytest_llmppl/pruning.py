@@ -80,6 +80,10 @@ def prune_causal_lm(model: Any, ratio: float, *, round_to: int = 4, example_inpu
     # Qwen3's per-head q/k norms (size head_dim) are not.
     norms = [(m.weight, 0) for m in model.modules()
              if type(m).__name__.endswith("RMSNorm") and m.weight.numel() == cfg.hidden_size]
+    # Per-head q/k norms follow the head dimension, which is never pruned: named (so torch-pruning
+    # does not guess a dimension and warn) and ignored.
+    head_norms = [m.weight for m in model.modules() if type(m).__name__.endswith("RMSNorm")
+                  and m.weight.numel() == head_dim != cfg.hidden_size]
     with _tracing(model), _watchdog(_timeout(timeout)):
         pruner = tp.pruner.MetaPruner(
             model,
@@ -87,14 +91,14 @@ def prune_causal_lm(model: Any, ratio: float, *, round_to: int = 4, example_inpu
             importance=tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean"),
             global_pruning=False,
             pruning_ratio=ratio,
-            ignored_layers=[model.lm_head],
+            ignored_layers=[model.lm_head, *head_norms],
             num_heads=num_heads,
             prune_num_heads=True,
             prune_head_dims=False,
             head_pruning_ratio=ratio,
             round_to=round_to,
             output_transform=lambda out: out.logits,
-            unwrapped_parameters=norms,
+            unwrapped_parameters=norms + [(w, 0) for w in head_norms],
         )
         for group in pruner.step(interactive=True):
             group.prune()
