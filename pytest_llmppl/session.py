@@ -144,9 +144,9 @@ class PPLSession:
         if device != "auto":
             return device
         if self.auto_device is None:
-            import torch
+            from .devices import pick_device, visible_gpus
 
-            self.auto_device = "cuda:0" if torch.cuda.is_available() else "cpu"
+            self.auto_device = pick_device(None, visible_gpus())[0]  # as at start-up, without pinning
         return self.auto_device
 
     # -- serving or measuring ----------------------------------------------------------

@@ -29,8 +29,8 @@ def test_eval_json(cache_dir, tiny_model, tiny_tokenizer):
     ids = tiny_tokenizer(CORPUS_TXT.read_text(encoding="utf-8"), verbose=False)["input_ids"]
     assert data["ppl"] == pytest.approx(tp_ppl(tiny_model, ids, 256), rel=1e-6)
     assert data["seqlen"] == 256 and data["protocol"] == "torch-pruning" and data["tokens_source"] == "tokenized"
-    again = json.loads(run("eval", "--model", str(TINY), "--corpus", str(CORPUS_TXT), "--seqlen", "256", "--json",
-                           cache_dir=cache_dir).stdout)
+    again = json.loads(run("eval", "--model", str(TINY), "--corpus", str(CORPUS_TXT), "--seqlen", "256", "--device",
+                           "cpu", "--json", cache_dir=cache_dir).stdout)
     assert again["tokens_source"] == "cache" and again["ppl"] == data["ppl"]
 
     info = run("cache", "info", cache_dir=cache_dir)

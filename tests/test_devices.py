@@ -32,7 +32,8 @@ def test_worker_index_and_visible(monkeypatch):
     assert visible_gpus() == []
 
 
-def test_auto_without_gpus_is_cpu(pytester):
+def test_auto_without_gpus_is_cpu(pytester, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU here, on any machine
     project(pytester, "def test_x(ppl_budget):\n    pass\n")
     result = pytester.runpytest("--ppl-device=auto")
     result.stdout.fnmatch_lines(["llmppl:*device=cpu*"])

@@ -14,6 +14,7 @@ from conftest import ROOT
 
 def _run(tmp_path, *args):
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # a user's run: every core
+    env["LLMPPL_EXAMPLE_DEVICE"] = "cpu"  # the committed baselines are CPU float32 ones, also on a GPU machine
     p = subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", f"--ppl-cache-dir={tmp_path}",
                         f"--ppl-report={tmp_path / 'r.json'}"], cwd=ROOT, capture_output=True, text=True, timeout=900,
                        env=env)

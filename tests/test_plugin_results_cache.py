@@ -132,7 +132,8 @@ def test_a_baseline_measured_differently_is_an_error(pytester, tmp_path, plugin_
 
 
 @pytest.mark.parametrize("per_call", ["auto", "cpu"])
-def test_auto_device_and_the_resolved_device_share_one_key(pytester, per_call):
+def test_auto_device_and_the_resolved_device_share_one_key(pytester, per_call, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # "auto" is the CPU here, on any machine
     suite = f"""
 def test_a(model, tok, ppl_of):
     ppl_of(model, tok, device="cpu", max_windows=6)

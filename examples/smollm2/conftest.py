@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,6 @@ def dense_model(smollm2_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    on_gpu = torch.cuda.is_available()
+    on_gpu = torch.cuda.is_available() and os.environ.get("LLMPPL_EXAMPLE_DEVICE", "") != "cpu"
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.bfloat16 if on_gpu else torch.float32)
     return model.to("cuda" if on_gpu else "cpu").eval()
