@@ -144,9 +144,9 @@ class PPLSession:
         if device != "auto":
             return device
         if self.auto_device is None:
-            from .devices import pick_device, visible_gpus
+            from .startup import auto_device
 
-            self.auto_device = pick_device(None, visible_gpus())[0]  # as at start-up, without pinning
+            self.auto_device = auto_device(None, pin=False)  # as at start-up, without pinning
         return self.auto_device
 
     # -- serving or measuring ----------------------------------------------------------

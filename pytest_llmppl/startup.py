@@ -31,13 +31,20 @@ def check_settings(settings: Settings, worker_id: str | None) -> str | None:
     return None
 
 
-def auto_device(worker_id: str | None) -> str:
-    """Pin this process to its GPU (one per xdist worker) before CUDA is initialised."""
+def auto_device(worker_id: str | None, pin: bool = True) -> str:
+    """What ``auto`` means here; at start-up (``pin``) this process is also pinned to its GPU
+    (one per xdist worker) before CUDA is initialised.  A torch built without CUDA is the CPU,
+    whatever ``CUDA_VISIBLE_DEVICES`` a GPU runner's environment sets."""
     from .devices import pick_device, visible_gpus
 
-    device, pin = pick_device(worker_id, visible_gpus())
-    if pin is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = pin
+    device, pinned = pick_device(worker_id, visible_gpus())
+    if pin and pinned is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = pinned
+    if device != "cpu":
+        import torch
+
+        if torch.version.cuda is None and torch.version.hip is None:
+            return "cpu"
     return device
 
 

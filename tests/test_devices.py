@@ -39,6 +39,23 @@ def test_auto_without_gpus_is_cpu(pytester, monkeypatch):
     result.stdout.fnmatch_lines(["llmppl:*device=cpu*"])
 
 
+@pytest.mark.parametrize("how", ["option", "per-call"])
+def test_auto_on_a_cpu_only_torch_is_the_cpu_whatever_cuda_visible_devices_says(pytester, monkeypatch, how):
+    """A GPU runner's environment (CUDA_VISIBLE_DEVICES=0) with a CPU-only torch installed."""
+    import torch
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None)
+    call = "ppl_of(model, tok, max_windows=2" + (", device='auto')" if how == "per-call" else ")")
+    project(pytester, f"def test_x(model, tok, ppl_of):\n    assert {call} < 10\n")
+    args = ["--ppl-device=auto"] if how == "option" else []
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=1)
+    if how == "option":
+        result.stdout.fnmatch_lines(["llmppl:*device=cpu*"])
+
+
 def test_auto_pins_each_xdist_worker_to_one_gpu(pytester, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     project(pytester, "\n".join(
