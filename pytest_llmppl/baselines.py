@@ -1,11 +1,15 @@
-"""The committed baselines file: human-readable, deterministic, validated at start-up.
+"""The committed file: baselines and recorded checks, human-readable, deterministic, validated at start-up.
 
-``{"format": "pytest-llmppl baselines v2", "baselines": {file_key: entry}}``, one field
-per line.  An entry is addressed by ``MeasurementSpec.file_key`` (weights, tokenizer,
-corpus content, protocol, seqlen, stride, window subset) and records where it was
-measured (device, dtype, attention, torch and transformers versions), so a mismatch
-is reported rather than silently compared.  Entries hold no timestamps or timings, and
-paths are relative to the file, so a refresh with unchanged numbers gives no diff.
+``{"format": "pytest-llmppl baselines v3", "baselines": {file_key: entry},
+"checks": {test_id: [entry, ...]}}``, one field per line.  A baseline is addressed by
+``MeasurementSpec.file_key`` (weights, tokenizer, corpus content, protocol, seqlen, stride,
+window subset, device type, dtype); a recorded check by its test id and the order of the
+``ppl_check`` calls in it.  Both are the same kind of entry: the fingerprints and settings
+(so a mismatch is reported rather than silently compared), the software it ran with, the
+PPL and the per-window NLLs.  Any entry whose identity a call has is served from the file,
+whatever fixture asks.  Entries hold no timestamps or timings, and paths are relative to
+the file, so a refresh with unchanged numbers gives no diff.  A 0.2 file (v2) is read as
+baselines only.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BaselineError
-from .identity import MeasurementSpec
+from .identity import MeasurementSpec, entry_keys
 from .result import PerplexityResult
 
-FILE_FORMAT = "pytest-llmppl baselines v2"
+FILE_FORMAT = "pytest-llmppl baselines v3"
+BASELINES_ONLY_FORMATS = ("pytest-llmppl baselines v2",)  # 0.2: read as baselines, rewritten as v3 on update
 OLD_FORMATS = ("pytest-llmppl baselines v1",)
 ENTRY_FIELDS: dict[str, Any] = {
     "test": str, "model": str, "corpus": str, "corpus_sha256": str, "protocol": str, "seqlen": int,
@@ -39,6 +44,8 @@ def entry_for(result: PerplexityResult, spec: MeasurementSpec, *, test: str, mod
     return {
         "test": test,
         "model": relative_name(model, file_dir),
+        "model_fingerprint": spec.model,
+        "tokenizer_fingerprint": spec.tokenizer,
         "corpus": relative_name(result.corpus, file_dir),
         "corpus_sha256": spec.corpus,
         "protocol": result.protocol,
@@ -78,6 +85,9 @@ def validate_entry(entry: Any, where: str) -> dict[str, Any]:
         value = entry[name]
         if isinstance(value, bool) or not isinstance(value, kind):
             raise BaselineError(f"{where}: field {name!r} should be {_kind_name(kind)}, got {value!r:.60}")
+    for name in ("model_fingerprint", "tokenizer_fingerprint"):
+        if name in entry and not isinstance(entry[name], str):
+            raise BaselineError(f"{where}: field {name!r} should be str, got {entry[name]!r:.60}")
     n = len(entry["window_index"])
     if not (len(entry["window_nll"]) == len(entry["window_weight"]) == n) or n == 0:
         raise BaselineError(f"{where}: window_index, window_nll and window_weight must have the same non-zero length")
@@ -100,18 +110,36 @@ def _kind_name(kind: Any) -> str:
     return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """What the file holds for one identity: the entry (and its key among the baselines, if it
+    is one), or the entries for the same model and settings measured elsewhere."""
+
+    entry: dict[str, Any] | None = None
+    key: str | None = None
+    elsewhere: tuple[dict[str, Any], ...] = ()
+
+
 @dataclass
 class BaselinesFile:
     """The committed file: entries as loaded, entries recorded in this run, keys used in this run."""
 
     path: Path
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     updated: dict[str, dict[str, Any]] = field(default_factory=dict)
+    updated_checks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
+    format: str = FILE_FORMAT
 
     @property
     def folder(self) -> Path:
         return self.path.resolve().parent
+
+    @property
+    def has_checks(self) -> bool:
+        """False for a 0.2 file, which could not record checks."""
+        return self.format == FILE_FORMAT
 
     @classmethod
     def load(cls, path: str | Path, *, must_exist: bool = False, replacing: bool = False) -> BaselinesFile:
@@ -140,62 +168,112 @@ class BaselinesFile:
                 f"baselines file {self.path} is in the older format {fmt!r}: regenerate it with "
                 "--ppl-update-baselines (entries now record the corpus content and the software versions)."
             )
-        if fmt != FILE_FORMAT or not isinstance(data.get("baselines"), dict):
+        checks = data.get("checks", {}) if isinstance(data, dict) else None
+        if (fmt not in (FILE_FORMAT, *BASELINES_ONLY_FORMATS) or not isinstance(data.get("baselines"), dict)
+                or not isinstance(checks, dict)):
             raise BaselineError(
                 f"baselines file {self.path} is not a pytest-llmppl baselines file (expected "
-                f'{{"format": "{FILE_FORMAT}", "baselines": {{...}}}}); regenerate it with --ppl-update-baselines.'
+                f'{{"format": "{FILE_FORMAT}", "baselines": {{...}}, "checks": {{...}}}}); regenerate it with '
+                "--ppl-update-baselines."
             )
         for key, entry in data["baselines"].items():
             validate_entry(entry, f"baselines file {self.path}, entry {key[:12]} ({_test_of(entry)})")
+        for test, entries in checks.items():
+            if not isinstance(entries, list) or not entries:
+                raise BaselineError(f"baselines file {self.path}, checks of {test}: expected a non-empty list; "
+                                    "regenerate it with --ppl-update-baselines")
+            for n, entry in enumerate(entries, 1):
+                validate_entry(entry, f"baselines file {self.path}, check {n} of {test}")
+        self.format = fmt
         self.entries = data["baselines"]
+        self.checks = checks
         return self
 
-    def get(self, file_key: str) -> dict[str, Any] | None:
-        return self.updated.get(file_key) or self.entries.get(file_key)
+    def find(self, spec: MeasurementSpec) -> Lookup:
+        """The entry with this identity (this run's first, then the file's baselines, then its
+        recorded checks); else the entries for the same model and settings on another device
+        type or dtype (a 0.2 entry, keyed without them, counts as found when they match)."""
+        for key, entry in (*self.updated.items(), *self.entries.items()):
+            if entry_keys(entry)[0] == spec.file_key:
+                return Lookup(entry, key)
+        for entries in self.checks.values():
+            for entry in entries:
+                if entry_keys(entry)[0] == spec.file_key:
+                    return Lookup(entry)
+        elsewhere = []
+        for key, entry in self.entries.items():
+            legacy = entry_keys(entry)[0] is None
+            if (key if legacy else entry_keys(entry)[1]) != spec.weights_key:
+                continue
+            if legacy and (entry.get("device"), entry.get("dtype")) == (spec.device_type, spec.dtype):
+                return Lookup(entry, key)
+            elsewhere.append(entry)
+        return Lookup(elsewhere=tuple(elsewhere))
+
+    def recorded_check(self, test: str, index: int) -> dict[str, Any] | None:
+        """The committed record of the ``index``-th (0-based) ``ppl_check`` call of ``test``."""
+        entries = self.checks.get(test, [])
+        return entries[index] if index < len(entries) else None
 
     def entries_for_test(self, test: str) -> list[dict[str, Any]]:
         return [e for e in {**self.entries, **self.updated}.values() if e.get("test") == test]
 
     def record(self, file_key: str, entry: dict[str, Any]) -> None:
-        """Record a measured entry.  Deterministic: among tests sharing a baseline the first test
-        id (sorted) names it, and an entry that equals the committed one within float noise
-        (batch sizes change the last digits) keeps the committed numbers, so a refresh of
-        unchanged models leaves the file as it was."""
+        """Record a measured baseline.  Deterministic: among tests sharing a baseline in this run
+        the first test id (sorted) names it, and an entry that equals the committed one within
+        float noise (batch sizes change the last digits) keeps the committed numbers, so a
+        refresh of unchanged models leaves the file as it was."""
         self.used.add(file_key)
         earlier = self.updated.get(file_key)
         if earlier is not None and earlier["test"] <= entry["test"]:
             return
         committed = self.entries.get(file_key)
         if committed is not None and _same_numbers(committed, entry):
-            entry = {**committed, "test": min(committed["test"], entry["test"])}
+            entry = {**committed, "test": entry["test"]}
         self.updated[file_key] = entry
 
+    def record_check(self, test: str, index: int, entry: dict[str, Any]) -> None:
+        """Record the ``index``-th check of ``test``; numbers within float noise of the committed
+        record keep the committed ones (no diff on a refresh of an unchanged model)."""
+        committed = self.recorded_check(test, index)
+        if committed is not None and _same_numbers(committed, entry):
+            entry = {**committed, "test": test}
+        entries = self.updated_checks.setdefault(test, [])
+        entries[index:] = [entry]
+
     def recorded_versions(self) -> set[tuple[str, str]]:
-        return {(str(e.get("torch")), str(e.get("transformers"))) for e in self.entries.values()}
+        every = [*self.entries.values(), *(e for entries in self.checks.values() for e in entries)]
+        return {(str(e.get("torch")), str(e.get("transformers"))) for e in every}
 
-    def stale(self, ran: set[str], seen: set[str], whole_files: set[str]) -> list[str]:
-        """Keys of loaded entries nobody used although their test ran (``ran``: call phase), or
-        whose test is gone from a file this run collected whole (``whole_files``; ``seen``: every
-        test that reported).  A skipped or deselected test keeps its entries."""
-        out = []
-        for key, entry in self.entries.items():
-            if key in self.used or key in self.updated:
-                continue
-            test = str(entry.get("test", ""))
-            gone = test.split("::")[0] in whole_files and test not in seen
-            if test in ran or gone:
-                out.append(key)
-        return out
+    def stale(self, passed: set[str], seen: set[str], whole_files: set[str]) -> tuple[list[str], list[str]]:
+        """(baseline keys, tests whose recorded checks) to remove: loaded entries nobody used
+        although their test passed (only a test that passed proves it no longer uses an entry;
+        ``passed``), or whose test is gone from a file this run collected whole (``whole_files``;
+        ``seen``: every test that reported).  A failed, skipped or deselected test keeps its entries."""
+        def drop(test: str) -> bool:
+            return test in passed or (test.split("::")[0] in whole_files and test not in seen)
 
-    def render(self, drop: list[str] | tuple[str, ...] = ()) -> str:
+        keys = [key for key, entry in self.entries.items()
+                if key not in self.used and key not in self.updated and drop(str(entry.get("test", "")))]
+        tests = [test for test in self.checks if test not in self.updated_checks and drop(test)]
+        return keys, tests
+
+    def render(self, drop: list[str] | tuple[str, ...] = (), drop_checks: list[str] | tuple[str, ...] = ()) -> str:
         """One field per line, number lists on one line: readable and diff-friendly."""
         merged = {k: v for k, v in {**self.entries, **self.updated}.items() if k not in set(drop)}
-        blocks = []
-        for key, entry in sorted(merged.items()):
-            lines = ",\n".join(f"   {json.dumps(k)}: {json.dumps(v, allow_nan=False)}" for k, v in entry.items())
-            blocks.append(f"  {json.dumps(key)}: {{\n{lines}\n  }}")
-        body = ",\n".join(blocks)
-        return f'{{\n "format": {json.dumps(FILE_FORMAT)},\n "baselines": {{\n{body}\n }}\n}}\n'
+        checks = {t: v for t, v in {**self.checks, **self.updated_checks}.items() if t not in set(drop_checks)}
+        baselines = ",\n".join(f"  {json.dumps(key)}: {_render_entry(entry, '  ')}"
+                               for key, entry in sorted(merged.items()))
+        recorded = ",\n".join(f"  {json.dumps(test)}: [\n" + ",\n".join(f"   {_render_entry(e, '   ')}"
+                                                                         for e in entries) + "\n  ]"
+                              for test, entries in sorted(checks.items()))
+        return (f'{{\n "format": {json.dumps(FILE_FORMAT)},\n "baselines": {{\n{baselines}\n }},\n'
+                f' "checks": {{\n{recorded}\n }}\n}}\n')
+
+
+def _render_entry(entry: dict[str, Any], indent: str) -> str:
+    lines = ",\n".join(f"{indent} {json.dumps(k)}: {json.dumps(v, allow_nan=False)}" for k, v in entry.items())
+    return f"{{\n{lines}\n{indent}}}"
 
 
 def _test_of(entry: Any) -> str:
@@ -206,5 +284,6 @@ def _same_numbers(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Same windows and runtime, every window NLL within ``NOISE`` (relative)."""
     same_fields = all(a.get(k) == b.get(k) for k in ("window_index", "window_weight", "device", "dtype",
                                                      "attn_implementation", "torch", "transformers",
-                                                     "protocol_version", "corpus_sha256"))
+                                                     "protocol_version", "corpus_sha256", "model_fingerprint",
+                                                     "tokenizer_fingerprint"))
     return same_fields and all(abs(x - y) <= NOISE * abs(y) for x, y in zip(a["window_nll"], b["window_nll"]))

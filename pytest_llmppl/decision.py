@@ -1,21 +1,24 @@
 """A check's verdict (pure) and the message that explains it.
 
-``decide`` turns a baseline, a candidate result and a budget into a ``CheckRecord``:
-PASS when the candidate's PPL is at most ``baseline + budget`` (or, with an early
-verdict, when the sequential rule was certain it is), FAIL otherwise, NOT_FINITE for a
-NaN/inf candidate.  ``failure_message`` says by how much, against what, and where the
-model lost most.
+``decide`` turns a baseline, a candidate result, a budget and the check's own recorded
+result into a ``CheckRecord``.  Two comparisons: ``baseline + budget`` (how much pruning
+may cost) and, where the committed file records this check, ``recorded + regression
+tolerance`` (a refactor must not make the pruned model worse).  PASS when both hold (or,
+with an early verdict, when the sequential rules were certain of both), FAIL otherwise,
+NOT_FINITE for a NaN/inf candidate.  ``failure_message`` says by how much, against what,
+and where the model lost most.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from .hotspots import describe, window_deltas, worst_windows
 from .identity import MeasurementSpec
-from .records import CheckRecord, EarlyInfo, Source, Verdict, WindowLoss
+from .records import AgainstRecord, CheckRecord, EarlyInfo, Source, Verdict, WindowLoss
 from .result import PerplexityResult
 from .settings import Budget
 from .stats import EarlyDecision, paired_delta, top1_agreement
@@ -23,43 +26,115 @@ from .stats import EarlyDecision, paired_delta, top1_agreement
 WORST_WINDOWS = 3
 
 
-def early_rule(base: PerplexityResult | None, base_spec: MeasurementSpec | None, call: Any,
-               threshold: float) -> tuple[EarlyDecision | None, list[int] | None]:
-    """The sequential rule and a fixed pseudo-random window order, when early verdicts are on
-    and the baseline covers every window of the same (content-identified) corpus."""
+@dataclass(frozen=True)
+class Recorded:
+    """This check's recorded result, as the comparison needs it: the result when it can be
+    compared (same settings, device type and dtype), the tolerance (None: off) and why not."""
+
+    result: PerplexityResult | None
+    tolerance: Budget | None
+    status: AgainstRecord
+    same_weights: bool = False  # the recorded candidate's weights are this candidate's
+
+    @property
+    def threshold(self) -> float | None:
+        if self.result is None or self.tolerance is None:
+            return None
+        return self.tolerance.threshold(self.result.ppl)
+
+
+NO_RECORD = Recorded(None, None, AgainstRecord.NONE)
+
+
+@dataclass
+class EarlyRules:
+    """The sequential rule against the baseline and, with a recorded result, one against it:
+    the run stops only when both verdicts are certain.  With two rules each runs at half the
+    error (Bonferroni), so the chance of any wrong early verdict stays ``1 - confidence``."""
+
+    budget: EarlyDecision
+    regression: EarlyDecision | None = None
+
+    def decided(self, indices: list[int], nlls: list[float]) -> bool:
+        done = self.budget.decided(indices, nlls)  # both see every look: no short circuit
+        if self.regression is not None:
+            done = self.regression.decided(indices, nlls) and done
+        return done
+
+    def certain(self) -> bool:
+        return all(r.verdict in ("pass", "fail") and r.estimate is not None
+                   for r in (self.budget, self.regression) if r is not None)
+
+
+def early_rules(base: PerplexityResult | None, base_spec: MeasurementSpec | None, call: Any,
+                threshold: float, recorded: Recorded) -> tuple[EarlyRules | None, list[int] | None]:
+    """The sequential rules and a fixed pseudo-random window order, when early verdicts are on
+    and the baseline (and a recorded result being compared) covers every window of the same
+    (content-identified) corpus."""
     if not call.settings.early_stop or base is None or base_spec is None or base.subset or call.spec.max_windows:
         return None, None
+    reg = recorded.result if recorded.threshold is not None else None
+    if reg is not None and (reg.subset or reg.window_index != base.window_index):
+        return None, None
+    confidence = call.settings.confidence
+    if reg is not None:
+        confidence = 1 - (1 - confidence) / 2
+    rules = EarlyRules(_rule(base, threshold, confidence))
+    if reg is not None and recorded.threshold is not None:
+        rules.regression = _rule(reg, recorded.threshold, confidence)
     idx = list(base.window_index)
-    rule = EarlyDecision(dict(zip(idx, base.window_nll)), dict(zip(idx, base.window_weight)), threshold,
-                         call.settings.confidence)
     random.Random(0).shuffle(idx)
-    return rule, idx
+    return rules, idx
+
+
+def _rule(reference: PerplexityResult, threshold: float, confidence: float) -> EarlyDecision:
+    idx = reference.window_index
+    return EarlyDecision(dict(zip(idx, reference.window_nll)), dict(zip(idx, reference.window_weight)), threshold,
+                         confidence)
 
 
 def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float, base_source: Source,
            result: PerplexityResult, source: Source, budget: Budget, threshold: float,
-           rule: EarlyDecision | None, seconds: float) -> CheckRecord:
-    # An early verdict: the rule stopped the run before its end, certain of pass or fail.
-    certain = rule is not None and result.subset and rule.verdict in ("pass", "fail") and rule.estimate is not None
-    decided = rule if certain else None
-    measured = math.exp(decided.estimate[0]) if decided is not None and decided.estimate else result.ppl
+           rules: EarlyRules | None, seconds: float, recorded: Recorded = NO_RECORD) -> CheckRecord:
+    # An early verdict: the rules stopped the run before its end, certain of every comparison.
+    decided = rules if rules is not None and result.subset and rules.certain() else None
+    est = decided.budget.estimate if decided is not None else None
+    measured = math.exp(est[0]) if est is not None else result.ppl
     finite = result.finite and math.isfinite(measured)
+    reg = recorded.result if recorded.threshold is not None else None
+    over_budget = over_record = False
+    if finite and decided is not None:
+        over_budget = decided.budget.verdict == "fail"
+        over_record = decided.regression is not None and decided.regression.verdict == "fail"
+    elif finite:
+        over_budget = measured > threshold
+        over_record = reg is not None and recorded.threshold is not None and measured > recorded.threshold
     if not finite:
         verdict = Verdict.NOT_FINITE
-    elif decided is not None:
-        verdict = Verdict.PASS if decided.verdict == "pass" else Verdict.FAIL
     else:
-        verdict = Verdict.PASS if measured <= threshold else Verdict.FAIL
+        verdict = Verdict.FAIL if over_budget or over_record else Verdict.PASS
     deltas = window_deltas(base, result) if base is not None and finite else {}
     worst: tuple[WindowLoss, ...] = ()
-    if verdict is Verdict.FAIL and deltas:
-        prepared = call.prepared
+    worst_recorded: tuple[WindowLoss, ...] = ()
+    prepared = call.prepared
+    if over_budget and deltas:
         worst = worst_windows(deltas, prepared.windows, prepared.ids, prepared.tokenizer, WORST_WINDOWS)
+    if over_record and reg is not None:
+        worst_recorded = worst_windows(window_deltas(reg, result), prepared.windows, prepared.ids,
+                                       prepared.tokenizer, WORST_WINDOWS)
+    if over_budget and over_record:
+        decided_by = "both"
+    elif over_record or (verdict is Verdict.PASS and reg is not None):
+        decided_by = "regression" if over_record else "both"
+    else:
+        decided_by = "budget"
+    base_id = base.identity.model_id if base is not None and base.identity is not None else ""
+    identical = bool(base is not None and base.identity is not None and base.identity.model == call.spec.model)
     return CheckRecord(
         subject=call.subject(test, result),
         baseline=base_ppl,
         baseline_source=base_source,
-        baseline_model_id=(base.identity.model_id if base is not None and base.identity is not None else ""),
+        baseline_model_id=base_id,
         measured=measured,
         measured_source=source,
         budget=str(budget),
@@ -68,11 +143,36 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
         seconds=seconds,
         paired=_paired(base, result) if finite else None,
         top1=_top1(base, result) if finite else None,
-        early=_early_info(decided) if decided is not None else None,
+        early=_early_info(decided.budget, call.settings.confidence) if decided is not None else None,
         worst=worst,
         window_index=tuple(sorted(deltas)),
         window_delta=tuple(deltas[i] for i in sorted(deltas)),
+        notes=(IDENTICAL_NOTE,) if identical else (),
+        recorded=recorded.result.ppl if recorded.result is not None else None,
+        regression_tolerance=(None if recorded.status is AgainstRecord.NONE
+                              else str(recorded.tolerance) if recorded.tolerance is not None else "off"),
+        regression_threshold=recorded.threshold,
+        recorded_paired=_paired(reg, result) if finite and reg is not None else None,
+        against_record=_against(recorded, measured, finite, over_record),
+        decided_by=decided_by,
+        worst_recorded=worst_recorded,
+        identical_to_baseline=identical,
     )
+
+
+IDENTICAL_NOTE = "the candidate's weights are identical to the baseline's: pruning changed nothing"
+
+
+def _against(recorded: Recorded, measured: float, finite: bool, over_record: bool) -> AgainstRecord:
+    if recorded.result is None or recorded.tolerance is None or not finite:
+        return recorded.status
+    if recorded.same_weights:
+        return AgainstRecord.UNCHANGED
+    if over_record:
+        return AgainstRecord.WORSE
+    if measured < recorded.tolerance.lower(recorded.result.ppl):
+        return AgainstRecord.BETTER
+    return AgainstRecord.WITHIN
 
 
 def _paired(base: PerplexityResult | None, result: PerplexityResult) -> Any:
@@ -95,10 +195,10 @@ def _top1(base: PerplexityResult | None, result: PerplexityResult) -> Any:
         return None
 
 
-def _early_info(rule: EarlyDecision) -> EarlyInfo:
+def _early_info(rule: EarlyDecision, confidence: float) -> EarlyInfo:
     assert rule.estimate is not None and rule.decided_at is not None
     est, se = rule.estimate
-    return EarlyInfo(decided_after=rule.decided_at, of=rule.n_total, confidence=rule.confidence,
+    return EarlyInfo(decided_after=rule.decided_at, of=rule.n_total, confidence=confidence,
                      estimate_ppl=math.exp(est), ln_ppl_se=se, z=rule.z)
 
 
@@ -114,23 +214,52 @@ def where(record: CheckRecord) -> str:
 
 
 def failure_message(record: CheckRecord) -> str:
-    """One message: by how much, against what, where in the corpus, and where the numbers came from."""
+    """One message: by how much, against what (the budget, the recorded result, or both), where in
+    the corpus, and where the numbers came from."""
     served = ""
-    if record.measured_source in (Source.CACHE, Source.MEMORY):
+    if record.measured_source in (Source.CACHE, Source.MEMORY, Source.FILE):
         served = f"; measured result served from {record.measured_source.value}, identical weights"
     if record.verdict is Verdict.NOT_FINITE:
         return (f"ppl_check: perplexity is {record.measured} (not finite) against baseline {record.baseline:.4f} "
                 f"[{where(record)}{served}]. A half-precision overflow after pruning is the usual cause: evaluate in "
                 "bfloat16/float32 (--ppl-dtype) or inspect the pruned layers.")
     assert record.measured is not None and record.delta is not None and record.delta_pct is not None
+    parts = []
+    if record.measured > record.threshold:
+        noise = ""
+        if record.delta_se is not None:
+            label = "early estimate" if record.early is not None else "paired"
+            noise = f"; {label} dPPL {record.delta:+.4f} ± {record.delta_se:.4f} (SE)"
+        text = (f"ppl_check: PPL {record.measured:.4f} exceeds the threshold {record.threshold:.4f} by "
+                f"{record.measured - record.threshold:.4f} (baseline {record.baseline:.4f} + budget {record.budget} = "
+                f"{record.threshold:.4f}; {record.delta:+.4f}, {record.delta_pct:+.2f}% vs baseline{noise}) "
+                f"[{where(record)}{served}]")
+        if record.identical_to_baseline:
+            text += f" ({IDENTICAL_NOTE})"
+        if record.worst:
+            text += f"\nworst windows: {describe(record.worst)}"
+        parts.append(text)
+    if record.against_record is AgainstRecord.WORSE:
+        parts.append(regression_message(record, with_where=not parts))
+    return "\n".join(parts)
+
+
+def regression_message(record: CheckRecord, *, with_where: bool = True) -> str:
+    """A check worse than its own recorded result: the recorded and the new PPL, the paired Δ
+    against the recorded windows, where it lost most against them, and how to accept it."""
+    assert record.measured is not None and record.recorded is not None and record.regression_threshold is not None
+    d, pct = record.delta_recorded, record.delta_recorded_pct
+    assert d is not None and pct is not None
     noise = ""
-    if record.delta_se is not None:
-        label = "early estimate" if record.early is not None else "paired"
-        noise = f"; {label} dPPL {record.delta:+.4f} ± {record.delta_se:.4f} (SE)"
-    text = (f"ppl_check: PPL {record.measured:.4f} exceeds the threshold {record.threshold:.4f} by "
-            f"{record.measured - record.threshold:.4f} (baseline {record.baseline:.4f} + budget {record.budget} = "
-            f"{record.threshold:.4f}; {record.delta:+.4f}, {record.delta_pct:+.2f}% vs baseline{noise}) "
-            f"[{where(record)}{served}]")
-    if record.worst:
-        text += f"\nworst windows: {describe(record.worst)}"
-    return text
+    if record.delta_recorded_se is not None:
+        noise = f"; paired dPPL {d:+.4f} ± {record.delta_recorded_se:.4f} (SE) against the recorded windows"
+    text = (f"ppl_check: regression: PPL {record.measured:.4f} is worse than this check's recorded PPL "
+            f"{record.recorded:.4f} (recorded {record.recorded:.4f} + tolerance {record.regression_tolerance} = "
+            f"{record.regression_threshold:.4f}, exceeded by {record.measured - record.regression_threshold:.4f}; "
+            f"{d:+.4f}, {pct:+.2f}% vs recorded{noise})")
+    if with_where:
+        text += f" [{where(record)}]"
+    if record.worst_recorded:
+        text += f"\nworst windows vs recorded: {describe(record.worst_recorded)}"
+    return text + ("\nIf the change is intended, accept it on purpose: run with --ppl-update-baselines and commit "
+                   "the baselines file.")

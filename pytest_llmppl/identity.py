@@ -20,16 +20,22 @@ from .fingerprint import digest
 PROTOCOL_VERSION = 2  # bump when a number we compute for the same inputs changes
 # What a baseline and its check must share: otherwise their windows are unrelated.
 COMPARABLE = ("tokenizer", "corpus", "seqlen", "protocol", "stride", "max_windows")
-# Where and with what it ran: part of the cache key, recorded (not keyed) in the committed file,
-# where the device type is spelled "device".
+# Where and with what it ran: part of the cache key, recorded in the committed file, where the
+# device type is spelled "device".  The file keys the first two (a suite that asks for a float32
+# and a bfloat16 number of one model needs both entries), not the software it ran with.
 RUNTIME = ("device_type", "dtype", "attn_implementation", "torch", "transformers", "protocol_version")
+FILE_KEYED_RUNTIME = ("device_type", "dtype")
 _ENTRY_NAME = {"device_type": "device"}
+# A committed entry's names for the fields of the file key (fingerprints spelled out).
+ENTRY_KEY_FIELDS = {"model": "model_fingerprint", "tokenizer": "tokenizer_fingerprint", "corpus": "corpus_sha256",
+                    "seqlen": "seqlen", "protocol": "protocol", "stride": "stride", "max_windows": "max_windows",
+                    "device_type": "device", "dtype": "dtype"}
 
 
 @dataclass(frozen=True)
 class MeasurementSpec:
     """Everything one perplexity number depends on.  ``key`` addresses the cache;
-    ``file_key`` (without the runtime fields) addresses the committed baselines file."""
+    ``file_key`` (without the software it ran with) addresses the committed file."""
 
     model: str
     tokenizer: str
@@ -54,8 +60,13 @@ class MeasurementSpec:
 
     @property
     def file_key(self) -> str:
-        return digest("baseline", self.protocol_version, self.model,
-                      *(getattr(self, f) for f in COMPARABLE))
+        return file_key({f: getattr(self, f) for f in ENTRY_KEY_FIELDS}, self.protocol_version)
+
+    @property
+    def weights_key(self) -> str:
+        """The file key without device type and dtype (a 0.2 file's key): the same model and
+        settings measured elsewhere."""
+        return weights_key({f: getattr(self, f) for f in ENTRY_KEY_FIELDS}, self.protocol_version)
 
     @property
     def model_id(self) -> str:
@@ -105,6 +116,26 @@ class MeasurementSpec:
 
 
 _KEYED = tuple(f.name for f in dataclasses.fields(MeasurementSpec) if f.compare)
+
+
+def weights_key(fields: dict[str, Any], protocol_version: int) -> str:
+    """Weights, tokenizer, corpus content and the comparable settings (``fields`` by spec names)."""
+    return digest("baseline", protocol_version, fields["model"], *(fields[f] for f in COMPARABLE))
+
+
+def file_key(fields: dict[str, Any], protocol_version: int) -> str:
+    return digest("baseline", protocol_version, fields["model"], *(fields[f] for f in COMPARABLE),
+                  *(fields[f] for f in FILE_KEYED_RUNTIME))
+
+
+def entry_keys(entry: dict[str, Any]) -> tuple[str | None, str]:
+    """(file key, weights key) of a committed entry; a 0.2 entry names no fingerprints, so it
+    has no file key (it is found by its weights key, the key it was written under)."""
+    if not all(name in entry for name in ENTRY_KEY_FIELDS.values()):
+        return None, ""
+    fields = {f: entry[name] for f, name in ENTRY_KEY_FIELDS.items()}
+    pv = entry.get("protocol_version", PROTOCOL_VERSION)
+    return file_key(fields, pv), weights_key(fields, pv)
 
 
 def short_name(name: str) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import LLMPPLError
-from .settings import OPTIONS, Budget, option_flag, parse_budget, resolve
+from .settings import OPTIONS, Budget, option_flag, parse_budget, parse_tolerance, resolve
 
 if TYPE_CHECKING:
     from .session import PPLSession
@@ -36,6 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ppl_budget(value): the perplexity budget for this test (2.0 or '5%')")
+    config.addinivalue_line("markers", "ppl_regression_tolerance(value): how much worse than its recorded result "
+                                       "a check of this test may get (0.5, '1%' or 'off')")
     try:
         settings = resolve({name: config.getoption(f"ppl_{name}") for name in OPTIONS},
                            {name: _ini(config, name) for name in OPTIONS})
@@ -101,6 +103,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 parse_budget(mark.args[0])
             except LLMPPLError as exc:
                 raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.ppl_budget: {exc}") from None
+        for mark in item.iter_markers("ppl_regression_tolerance"):
+            if len(mark.args) != 1 or mark.kwargs:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.ppl_regression_tolerance takes one value, "
+                                        "e.g. 0.5, '1%' or 'off'")
+            try:
+                parse_tolerance(mark.args[0])
+            except LLMPPLError as exc:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.ppl_regression_tolerance: {exc}") from None
 
 
 # -- fixtures -------------------------------------------------------------------
@@ -154,9 +164,13 @@ def ppl_baseline(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
 @pytest.fixture
 def ppl_check(request: pytest.FixtureRequest, ppl_budget: Budget) -> Callable[..., Any]:
-    """``ppl_check(model, tokenizer=None, *, baseline, budget=None, **overrides)``: fails over budget."""
+    """``ppl_check(model, tokenizer=None, *, baseline, budget=None, **overrides)``: fails over budget, or
+    worse than its recorded result in the committed file by more than the regression tolerance."""
     def check(model: Any, tokenizer: Any = None, *, baseline: Any, budget: Any = None, **overrides: Any) -> Any:
         __tracebackhide__ = True
+        mark = request.node.get_closest_marker("ppl_regression_tolerance")
+        if mark is not None and overrides.get("regression_tolerance") is None:
+            overrides["regression_tolerance"] = mark.args[0]
         return _call(request, _checked, model, tokenizer, baseline=baseline, budget=budget, default=ppl_budget,
                      session=_session(request), **overrides)
 
@@ -191,13 +205,15 @@ def _pruned_copy(model: Any, ratio: float, *, test: str, **kwargs: Any) -> Any:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
     report: Any = yield
     session = item.config.stash.get(SESSION, None)
+    if session is not None and call.when == "teardown":
+        session.end_test(item.nodeid)
     if session is not None and session.pending:
         records = session.take_pending()
         report.llmppl = records  # JSON: travels from xdist workers to the controller
         for r in records:
             if r["kind"] == "check":
                 for key in ("measured", "baseline", "threshold", "verdict", "budget", "measured_source",
-                            "baseline_source"):
+                            "baseline_source", "recorded", "delta_recorded", "against_record", "decided_by"):
                     item.user_properties.append((f"ppl_{key}", r.get(key)))
         report.user_properties = list(item.user_properties)
     return report
@@ -215,7 +231,7 @@ class RunHooks:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not hasattr(self.config, "workerinput"):
-            self.session.collect(report.nodeid, report.when, getattr(report, "llmppl", None))
+            self.session.collect(report.nodeid, report.when, getattr(report, "llmppl", None), report.passed)
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.session.deselected += len(items)

@@ -17,6 +17,20 @@ if TYPE_CHECKING:
     from .stats import PairedDelta, Top1Agreement
 
 
+class AgainstRecord(str, Enum):
+    """How a check compares with its own recorded result in the committed file."""
+
+    UNCHANGED = "unchanged"        # the recorded candidate itself (same weights and settings)
+    WITHIN = "within"              # changed, within the regression tolerance
+    BETTER = "better"              # better than recorded by more than the tolerance
+    WORSE = "worse"                # worse than recorded by more than the tolerance: a regression
+    NO_RECORD = "no record"        # the file holds no record for this check
+    NOT_COMPARED = "not compared"  # recorded with other settings, device or dtype
+    OFF = "off"                    # --ppl-regression-tolerance=off
+    RECORDED = "recorded"          # --ppl-update-baselines: recorded by this run
+    NONE = ""                      # no committed file
+
+
 class Verdict(str, Enum):
     PASS = "pass"
     FAIL = "fail"
@@ -28,7 +42,7 @@ class Source(str, Enum):
 
     MEASURED = "measured"   # forwards ran in this call
     CACHE = "cache"         # the local store: identical weights and settings, measured earlier
-    FILE = "file"           # the committed baselines file
+    FILE = "file"           # the committed file (a baseline or a recorded check with this identity)
     MEMORY = "memory"       # already served earlier in this process
     GIVEN = "given"         # a number or result the test passed in
 
@@ -113,6 +127,15 @@ class CheckRecord:
     window_index: tuple[int, ...] = ()
     window_delta: tuple[float | None, ...] = ()  # ΔNLL per token, per evaluated window
     notes: tuple[str, ...] = ()
+    # The comparison with this check's recorded result (guarding a refactor).
+    recorded: float | None = None                 # the recorded PPL, when compared
+    regression_tolerance: str | None = None       # "1%", "0.5" or "off"; None without a committed file
+    regression_threshold: float | None = None     # recorded + tolerance
+    recorded_paired: PairedDelta | None = None    # paired Δ against the recorded per-window NLLs
+    against_record: AgainstRecord = AgainstRecord.NONE
+    decided_by: str = "budget"                    # budget | regression | both
+    worst_recorded: tuple[WindowLoss, ...] = ()   # where it lost most against the recorded candidate
+    identical_to_baseline: bool = False           # candidate weights == baseline weights: pruning did nothing
 
     @property
     def relative_budget(self) -> bool:
@@ -125,6 +148,21 @@ class CheckRecord:
     @property
     def delta_pct(self) -> float | None:
         return None if self.delta is None else 100 * (self.delta / self.baseline)
+
+    @property
+    def delta_recorded(self) -> float | None:
+        if self.recorded is None or self.measured is None or not math.isfinite(self.measured):
+            return None
+        return self.measured - self.recorded
+
+    @property
+    def delta_recorded_pct(self) -> float | None:
+        d = self.delta_recorded
+        return None if d is None or self.recorded is None else 100 * d / self.recorded
+
+    @property
+    def delta_recorded_se(self) -> float | None:
+        return self.recorded_paired.delta_ppl_se if self.recorded_paired is not None else None
 
     @property
     def delta_se(self) -> float | None:
@@ -151,6 +189,9 @@ def to_json(record: Record) -> dict[str, Any]:
         out["delta"] = _plain(record.delta)
         out["delta_pct"] = _plain(record.delta_pct)
         out["delta_se"] = _plain(record.delta_se)
+        out["delta_recorded"] = _plain(record.delta_recorded)
+        out["delta_recorded_pct"] = _plain(record.delta_recorded_pct)
+        out["delta_recorded_se"] = _plain(record.delta_recorded_se)
     return out
 
 
@@ -172,13 +213,15 @@ def _typed(name: str, value: Any) -> Any:
         return Source(value)
     if name == "verdict":
         return Verdict(value)
-    if name in ("paired", "top1"):
+    if name == "against_record":
+        return AgainstRecord(value)
+    if name in ("paired", "recorded_paired", "top1"):
         from .stats import PairedDelta, Top1Agreement
 
-        return (PairedDelta if name == "paired" else Top1Agreement).from_json(value)
+        return (Top1Agreement if name == "top1" else PairedDelta).from_json(value)
     if name == "early":
         return EarlyInfo(**value)
-    if name == "worst":
+    if name in ("worst", "worst_recorded"):
         return tuple(WindowLoss(**w) for w in value)
     if name in ("notes", "window_index", "window_delta"):
         return tuple(value)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .identity import short_name, software_versions
-from .records import BaselineRecord, CheckRecord, MeasureRecord, Record, Verdict, to_json
+from .records import AgainstRecord, BaselineRecord, CheckRecord, MeasureRecord, Record, Verdict, to_json
 from .settings import DEFAULT_PROTOCOL, Settings
 
 REPORT_FORMAT = "pytest-llmppl report v1"
@@ -40,6 +40,28 @@ def _delta(r: Record) -> str:
     if r.relative_budget and r.delta_pct is not None:
         text += f" ({r.delta_pct:+.2f}%)"
     return text
+
+
+def _recorded(r: Record) -> str:
+    return _num(r.recorded) if isinstance(r, CheckRecord) and r.recorded is not None else ""
+
+
+def _vs_recorded(r: Record) -> str:
+    """The comparison with the check's own record: Δ ± SE and what it means."""
+    if not isinstance(r, CheckRecord) or r.regression_tolerance is None:
+        return ""
+    status = r.against_record.value
+    d = r.delta_recorded
+    if d is None or r.against_record is AgainstRecord.UNCHANGED:
+        return status
+    text = f"{d:+.4f}"
+    if r.delta_recorded_se is not None:
+        text += f" ± {r.delta_recorded_se:.4f}"
+    return f"{text} {status}"
+
+
+def _has_records(records: list[Record]) -> bool:
+    return any(isinstance(r, CheckRecord) and r.regression_tolerance is not None for r in records)
 
 
 def _top1(r: Record) -> str:
@@ -107,6 +129,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("baseline", _baseline, numeric=True),
     Column("measured", _measured, numeric=True),
     Column("Δ", _delta, numeric=True),
+    Column("recorded", _recorded, numeric=True, shown=_has_records),
+    Column("vs recorded", _vs_recorded, numeric=True, shown=_has_records),
     Column("top-1", _top1, numeric=True),
     Column("budget", lambda r: r.budget if isinstance(r, CheckRecord) else "", numeric=True),
     Column("verdict", _verdict),

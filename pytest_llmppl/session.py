@@ -1,11 +1,14 @@
 """What the fixtures do, without pytest's hook machinery: identify, serve or measure, decide.
 
 One ``PPLSession`` per pytest process.  Every fixture call is identified once
-(``MeasurementSpec``); its result then comes from, in order: this process's memory,
-the committed file (baselines only), the local store, and only then a measurement,
-done under a cross-process lock so xdist workers needing the same result measure it
-once.  Complete results are stored, so an unchanged model is judged with no forward.
-The session also owns its records, their xdist publish/merge and the end-of-run files.
+(``MeasurementSpec``); its result then comes from, in order: the committed file (any
+entry with this identity: a baseline or a recorded check), this process's memory, the
+local store, and only then a measurement, done under a cross-process lock so xdist
+workers needing the same result measure it once.  The file comes first so a verdict
+does not depend on which tests ran before (under ``--ppl-strict`` it is a baseline's only
+source).  Complete results are stored, so an unchanged model is judged with no forward.
+A check is also compared with its own recorded result.  The session also owns its
+records, their xdist publish/merge and the end-of-run files.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import LLMPPLError
-from .records import BaselineRecord, MeasureRecord, Record, Source, Subject, Verdict, from_json, to_json
+from .records import AgainstRecord, BaselineRecord, MeasureRecord, Record, Source, Subject, Verdict, from_json, to_json
 from .settings import Budget, Settings
 
 if TYPE_CHECKING:  # loaded on first use: a run that calls no ppl fixture never imports them
     from .baselines import BaselinesFile
+    from .decision import Recorded
     from .identity import MeasurementSpec
     from .result import PerplexityResult
 
@@ -36,6 +40,10 @@ class PPLFailure(AssertionError):
 
 class BaselineMismatchWarning(UserWarning):
     """The committed baseline was measured elsewhere (device, dtype, attention, versions)."""
+
+
+class RecordMismatchWarning(UserWarning):
+    """A check's recorded result was measured with other settings: it is not compared."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +110,10 @@ class PPLSession:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     pending: list[Record] = field(default_factory=list)   # made in this process, not yet published
     collected: list[dict[str, Any]] = field(default_factory=list)  # every record of the run (controller)
-    ran: set[str] = field(default_factory=set)    # tests whose call phase ran
+    passed: set[str] = field(default_factory=set)  # tests whose call phase passed
     seen: set[str] = field(default_factory=set)   # tests that reported at all
     deselected: int = 0
+    checks_made: dict[str, int] = field(default_factory=dict)  # test -> ppl_check calls so far
     _memo: dict[str, tuple[PerplexityResult, bool]] = field(default_factory=dict)  # key -> (result, measured here)
     _store: Any = None
 
@@ -188,42 +197,38 @@ class PPLSession:
             self._memo[call.spec.key] = (result, True)
         return result
 
-    def _obtain(self, model: Any, call: Call, *, fresh_only: bool = False) -> tuple[PerplexityResult, Source]:
-        found, source = self._served(call, fresh_only=fresh_only)
+    def _obtain(self, model: Any, call: Call, test: str, *,
+                baseline: bool = False) -> tuple[PerplexityResult, Source, tuple[str, ...]]:
+        """The committed file, memory, the store, or measured.  While updating only what this run
+        measured counts (``fresh_only``)."""
+        updating = self.file is not None and self.settings.update_baselines
+        if baseline or not self.settings.remeasure:
+            found, notes = self._from_file(call, test, baseline=baseline)
+            if found is not None:
+                return found, Source.FILE, notes
+        found, source = self._served(call, fresh_only=updating)
         if found is None:
-            found, source = self._measure(model, call, fresh_only=fresh_only)
+            found, source = self._measure(model, call, fresh_only=updating)
         if source is not Source.MEASURED:
             self._memo.setdefault(call.spec.key, (found, False))
-        return found, source
+        return found, source, ()
 
     # -- the three fixtures ------------------------------------------------------------
     def measure(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> PerplexityResult:
-        """``ppl_of``: a result (served when this identity was measured before)."""
+        """``ppl_of``: a result (served when this identity was measured or recorded before)."""
         t0 = time.perf_counter()
         call = self._call(model, tokenizer, overrides)
-        result, source = self._obtain(model, call)
+        result, source, _ = self._obtain(model, call, test)
         self.pending.append(MeasureRecord(call.subject(test, result), _finite_or_none(result.ppl), source,
                                           time.perf_counter() - t0))
         return result
 
     def baseline(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> Baseline:
-        """``ppl_baseline``: from memory, the committed file, the store, or measured once."""
+        """``ppl_baseline``: from the committed file, memory, the store, or measured once."""
         t0 = time.perf_counter()
         call = self._call(model, tokenizer, overrides)
-        updating = self.file is not None and self.settings.update_baselines
-        notes: tuple[str, ...] = ()
-        found: PerplexityResult | None = None
-        source = Source.MEASURED
-        if not updating:
-            hit = None if self.settings.remeasure else self._memo.get(call.spec.key)
-            if hit is not None:
-                found, source = hit[0], Source.MEMORY
-            elif self.file is not None:
-                found, notes = self._from_file(call, test)
-                source = Source.FILE
-        if found is None:
-            found, source = self._obtain(model, call, fresh_only=updating)
-        if updating and self.file is not None:
+        found, source, notes = self._obtain(model, call, test, baseline=True)
+        if self.file is not None and self.settings.update_baselines:
             self._record_in_file(call, found, test)
         elif self.file is not None and source is not Source.FILE:
             self.file.used.add(call.spec.file_key)
@@ -233,11 +238,14 @@ class PPLSession:
 
     def check(self, model: Any, tokenizer: Any = None, *, baseline: Any, budget: Budget, test: str = "",
               **overrides: Any) -> PerplexityResult:
-        """``ppl_check``: serve or measure the candidate, decide against ``baseline + budget``."""
-        from .decision import decide, early_rule
+        """``ppl_check``: serve or measure the candidate, decide against ``baseline + budget`` and
+        against this check's recorded result ``+ regression tolerance``."""
+        from .decision import decide, early_rules
 
         t0 = time.perf_counter()
         call = self._call(model, tokenizer, overrides)
+        index = self.checks_made.get(test, 0)
+        self.checks_made[test] = index + 1
         base, base_source, base_ppl = _unpack_baseline(baseline)
         if not math.isfinite(base_ppl):
             raise PPLFailure(f"the baseline perplexity is {base_ppl}: a baseline must be finite to compare against.")
@@ -245,15 +253,27 @@ class PPLSession:
         if base_spec is not None:
             _refuse_mismatch(base_spec, call.spec)
         threshold = budget.threshold(base_ppl)
-        result, source = self._served(call)
-        rule = None
+        recorded = self._recorded(call, test, index)
+        updating = self.file is not None and self.settings.update_baselines
+        result: PerplexityResult | None = None
+        source = Source.MEASURED
+        if not self.settings.remeasure:
+            result, _ = self._from_file(call, test)
+            source = Source.FILE
+            if result is None:
+                result, source = self._served(call, fresh_only=updating)
+        rules, order = None, None
         if result is None:
-            rule, order = early_rule(base, base_spec, call, threshold)
-            result, source = self._measure(model, call, order=order, stop=rule.decided if rule is not None else None)
+            if not updating:  # a record must be complete: no early verdict while recording
+                rules, order = early_rules(base, base_spec, call, threshold, recorded)
+            result, source = self._measure(model, call, fresh_only=updating, order=order,
+                                           stop=rules.decided if rules is not None else None)
             if source is not Source.MEASURED:
-                rule = None  # another worker's complete result: exact, no early estimate
-        record = decide(call, test, base, base_ppl, base_source, result, source, budget, threshold, rule,
-                        time.perf_counter() - t0)
+                rules = None  # another worker's complete result: exact, no early estimate
+        if updating:
+            self._record_check(call, result, test, index)
+        record = decide(call, test, base, base_ppl, base_source, result, source, budget, threshold, rules,
+                        time.perf_counter() - t0, recorded)
         self.pending.append(record)
         if record.verdict is not Verdict.PASS:
             from .decision import failure_message
@@ -262,36 +282,89 @@ class PPLSession:
         return result
 
     # -- the committed file --------------------------------------------------------------
-    def _from_file(self, call: Call, test: str) -> tuple[PerplexityResult | None, tuple[str, ...]]:
-        assert self.file is not None
-        entry = self.file.get(call.spec.file_key)
-        if entry is None:
-            if self.settings.strict:
+    def _from_file(self, call: Call, test: str, *, baseline: bool = False) -> tuple[PerplexityResult | None,
+                                                                                    tuple[str, ...]]:
+        """The file's entry with this identity (a baseline's or a recorded check's), with the dense
+        argmax of memory or the store when they hold this identity.  For a baseline, a miss is
+        explained: measured on another device type or dtype (a warning), or, under
+        ``--ppl-strict``, a failure."""
+        if self.file is None or self.settings.update_baselines:
+            return None, ()
+        hit = self.file.find(call.spec)
+        if hit.entry is None:
+            if baseline and hit.elsewhere:
+                entry = hit.elsewhere[0]
+                msg = (f"committed baseline for {call.model_name} was measured on {entry['device']}/{entry['dtype']}, "
+                       f"this run evaluates on {call.spec.device_type}/{call.spec.dtype}: refresh it with "
+                       "--ppl-update-baselines on this runner")
+                if self.settings.strict:
+                    raise PPLFailure(msg + " (--ppl-strict).")
+                warnings.warn(msg + "; measuring instead.", BaselineMismatchWarning, stacklevel=4)
+            elif baseline and self.settings.strict:
                 raise PPLFailure(self._missing_message(call, test))
             return None, ()
-        self.file.used.add(call.spec.file_key)
-        differ = call.spec.runtime_differences(call.spec.with_runtime(entry))
-        if "device" in differ or "dtype" in differ:
-            msg = (f"committed baseline for {call.model_name} was measured on {entry['device']}/{entry['dtype']}, "
-                   f"this run evaluates on {call.spec.device_type}/{call.spec.dtype}: refresh it with "
-                   "--ppl-update-baselines on this runner")
-            if self.settings.strict:
-                raise PPLFailure(msg + " (--ppl-strict).")
-            warnings.warn(msg + "; measuring instead.", BaselineMismatchWarning, stacklevel=4)
-            return None, ()
-        notes = tuple(f"committed baseline recorded with {name} {was}, this run has {now}"
-                      for name, (was, now) in differ.items())
-        if notes:
+        if hit.key is not None:
+            self.file.used.add(hit.key)
+        differ = call.spec.runtime_differences(call.spec.with_runtime(hit.entry))
+        notes = tuple(f"committed {'baseline' if baseline else 'result'} recorded with {name} {was}, "
+                      f"this run has {now}" for name, (was, now) in differ.items())
+        if notes and baseline:
             warnings.warn(f"{call.model_name}: {'; '.join(notes)} (numbers may differ slightly; refresh with "
                           "--ppl-update-baselines)", BaselineMismatchWarning, stacklevel=4)
         from .baselines import entry_result
 
-        result = entry_result(entry, call.spec)
-        results = self._results()
-        cached = results.get(call.spec) if results is not None and not differ else None
-        if cached is not None and cached.window_nll == result.window_nll:  # the same numbers: keep its argmax
-            result = dataclasses.replace(result, top1=cached.top1)
-        return result, notes
+        return self._with_argmax(entry_result(hit.entry, call.spec), call), notes
+
+    def _with_argmax(self, result: PerplexityResult, call: Call) -> PerplexityResult:
+        """A committed result does not carry the argmax; memory or the store may, for this very
+        identity (whatever software recorded the file)."""
+        hit = self._memo.get(call.spec.key)
+        results = self._results() if hit is None else None
+        known = hit[0] if hit is not None else results.get(call.spec) if results is not None else None
+        if known is not None and known.top1 and known.window_index == result.window_index:
+            return dataclasses.replace(result, top1=known.top1)
+        return result
+
+    def _recorded(self, call: Call, test: str, index: int) -> Recorded:
+        """This check's recorded result, when it can be compared (same settings, device type and
+        dtype); a missing record fails under ``--ppl-strict``, a record made with other settings
+        warns (fails under strict)."""
+        from .baselines import entry_result
+        from .decision import NO_RECORD, Recorded
+
+        tolerance = call.settings.regression_tolerance
+        if self.file is None:
+            return NO_RECORD
+        if self.settings.update_baselines:
+            return Recorded(None, tolerance, AgainstRecord.RECORDED)
+        if tolerance is None:
+            return Recorded(None, None, AgainstRecord.OFF)
+        entry = self.file.recorded_check(test, index)
+        if entry is None:
+            if self.settings.strict:
+                raise PPLFailure(self._missing_record_message(call, test, index))
+            return Recorded(None, tolerance, AgainstRecord.NO_RECORD)
+        here = record_settings(call.spec)
+        differ = [name for name, value in here.items() if entry.get(name) != value]
+        if differ:
+            verb = "differs" if len(differ) == 1 else "differ"
+            there = {name: entry.get(name) for name in here}
+            msg = (f"check {index + 1} of {test}: its recorded result in {self.file.path.name} was measured with other "
+                   f"settings ({', '.join(differ)} {verb}; recorded: {_settings_text(there)}; this run: "
+                   f"{_settings_text(here)}), so it is not compared")
+            if self.settings.strict:
+                raise PPLFailure(msg + " (--ppl-strict): record it again with --ppl-update-baselines on this runner.")
+            warnings.warn(msg + "; record it again with --ppl-update-baselines.", RecordMismatchWarning, stacklevel=4)
+            return Recorded(None, tolerance, AgainstRecord.NOT_COMPARED)
+        return Recorded(entry_result(entry, call.spec), tolerance, AgainstRecord.WITHIN,
+                        same_weights=entry.get("model_fingerprint") == call.spec.model)
+
+    def _missing_record_message(self, call: Call, test: str, index: int) -> str:
+        assert self.file is not None
+        why = ("" if self.file.has_checks else
+               f" ({self.file.path.name} is a 0.2 file, which records baselines only)")
+        return (f"check {index + 1} of {test} has no recorded result in {self.file.path}{why} and --ppl-strict is on: "
+                "record it by running the suite once with --ppl-update-baselines on this runner, and commit the file.")
 
     def _missing_message(self, call: Call, test: str) -> str:
         """Why the committed file has no entry: what differs from the one it has for this test."""
@@ -318,16 +391,34 @@ class PPLSession:
         self.file.record(call.spec.file_key, entry_for(result, call.spec, test=test, model=call.model_name,
                                                        file_dir=self.file.folder))
 
+    def _record_check(self, call: Call, result: PerplexityResult, test: str, index: int) -> None:
+        """``--ppl-update-baselines``: record the candidate as this check's result (finite and
+        complete only; checks after one that could not be recorded are not recorded either, so
+        records keep their call order)."""
+        assert self.file is not None
+        if not result.finite or result.n_windows != call.spec.n_windows or \
+                len(self.file.updated_checks.get(test, [])) != index:
+            warnings.warn(f"check {index + 1} of {test}: PPL {result.ppl} is not a complete finite result: not "
+                          f"recorded in {self.file.path}", BaselineMismatchWarning, stacklevel=4)
+            return
+        from .baselines import entry_for
+
+        self.file.record_check(test, index, entry_for(result, call.spec, test=test, model=call.model_name,
+                                                      file_dir=self.file.folder))
+
     # -- records: publish (any process), collect (controller), finish --------------------
     def take_pending(self) -> list[dict[str, Any]]:
         out = [to_json(r) for r in self.pending]
         self.pending.clear()
         return out
 
-    def collect(self, nodeid: str, when: str, records: list[dict[str, Any]] | None) -> None:
+    def end_test(self, nodeid: str) -> None:
+        self.checks_made.pop(nodeid, None)
+
+    def collect(self, nodeid: str, when: str, records: list[dict[str, Any]] | None, passed: bool = True) -> None:
         self.seen.add(nodeid)
-        if when == "call":
-            self.ran.add(nodeid)
+        if when == "call" and passed:
+            self.passed.add(nodeid)
         if records:
             self.collected.extend(records)
 
@@ -356,11 +447,12 @@ class PPLSession:
         from .files import write_text_file
 
         if self.file is not None and self.settings.update_baselines:
-            stale = self.file.stale(self.ran, self.seen, whole_files)
-            if self.file.updated or stale:
-                write_text_file(self.file.path, self.file.render(drop=stale))
-                lines.append(f"llmppl baselines written to {self.file.path}: {len(self.file.updated)} recorded, "
-                             f"{len(stale)} unused removed")
+            stale, stale_checks = self.file.stale(self.passed, self.seen, whole_files)
+            if self.file.updated or self.file.updated_checks or stale or stale_checks:
+                write_text_file(self.file.path, self.file.render(drop=stale, drop_checks=stale_checks))
+                n_checks = sum(len(v) for v in self.file.updated_checks.values())
+                lines.append(f"llmppl baselines written to {self.file.path}: {len(self.file.updated)} baselines and "
+                             f"{n_checks} checks recorded, {len(stale) + len(stale_checks)} unused removed")
         if self.settings.report or self.settings.report_md:
             from . import report
 
@@ -406,6 +498,19 @@ def _unpack_baseline(baseline: Any) -> tuple[PerplexityResult | None, Source, fl
             "baseline must be what ppl_baseline returned, a PerplexityResult or a number, "
             f"not {type(baseline).__name__}"
         ) from None
+
+
+def record_settings(spec: MeasurementSpec) -> dict[str, Any]:
+    """What a recorded check and this run must share to be compared (committed entries' names)."""
+    return {"tokenizer_fingerprint": spec.tokenizer, "corpus_sha256": spec.corpus, "seqlen": spec.seqlen,
+            "protocol": spec.protocol, "stride": spec.stride, "max_windows": spec.max_windows,
+            "device": spec.device_type, "dtype": spec.dtype}
+
+
+def _settings_text(values: dict[str, Any]) -> str:
+    shown = {"tokenizer_fingerprint": "tokenizer", "corpus_sha256": "corpus content"}
+    return ", ".join(f"{shown.get(k, k)} {str(v)[:8] if k in shown else v}" for k, v in values.items()
+                     if v is not None)
 
 
 def _refuse_mismatch(base: MeasurementSpec, check: MeasurementSpec) -> None:

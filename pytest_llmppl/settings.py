@@ -35,8 +35,16 @@ class Budget:
     def threshold(self, baseline: float) -> float:
         return baseline * (1 + self.value / 100) if self.relative else baseline + self.value
 
+    def lower(self, baseline: float) -> float:
+        """The same distance below: what counts as better than ``baseline``."""
+        return baseline * (1 - self.value / 100) if self.relative else baseline - self.value
+
     def __str__(self) -> str:
         return f"{self.value:g}%" if self.relative else f"{self.value:g}"
+
+
+OFF = ("off", "none")
+DEFAULT_REGRESSION_TOLERANCE = "1%"
 
 
 def parse_budget(raw: Any) -> Budget:
@@ -55,6 +63,20 @@ def parse_budget(raw: Any) -> Budget:
     if isinstance(raw, bool) or not math.isfinite(value) or value < 0:
         raise SettingsError(f"invalid ppl budget {raw!r}: it must be a finite number >= 0 (e.g. 2.0 or 5%)")
     return Budget(value, relative)
+
+
+def parse_tolerance(raw: Any) -> Budget | None:
+    """The regression tolerance: the budget's grammar (``0.5``, ``1%``) or ``off`` (None)."""
+    if raw is None or isinstance(raw, Budget):
+        return raw
+    if str(raw).strip().lower() in OFF:
+        return None
+    try:
+        return parse_budget(raw)
+    except SettingsError:
+        raise SettingsError(
+            f"invalid regression tolerance {raw!r}: use an absolute PPL rise like 0.5, a relative one like 1%, or off"
+        ) from None
 
 
 def parse_batch_size(raw: Any) -> int | str:
@@ -142,6 +164,10 @@ class Settings:
 
     budget: Budget = setting(Budget(5.0, True), parse_budget,
                              "allowed PPL rise over the baseline: absolute (2.0) or relative (5%%)")
+    regression_tolerance: Budget | None = setting(
+        parse_tolerance(DEFAULT_REGRESSION_TOLERANCE), parse_tolerance,
+        "how much worse than its recorded result in --ppl-baselines a check may get: absolute (0.5), "
+        "relative (1%%) or off (default 1%%)", per_call=True)
     corpus: str = setting("wikitext2", _text, "wikitext2 | ptb | c4 | FILE | hf:NAME[:CONFIG]:SPLIT[:COLUMN]",
                           per_call=True)
     seqlen: int | None = setting(None, parse_seqlen,
@@ -226,6 +252,7 @@ class Settings:
         if self.baselines:
             parts.append(f"baselines={self.baselines}{' (update)' if self.update_baselines else ''}"
                          f"{' (strict)' if self.strict else ''}")
+            parts.append(f"regression_tolerance={self.regression_tolerance or 'off'}")
         flags = {"cache=off": self.no_cache, "remeasure": self.remeasure,
                  f"early_stop@{self.confidence:g}": self.early_stop}
         parts += [text for text, on in flags.items() if on]
@@ -241,6 +268,8 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Budget) else value
+        if self.regression_tolerance is None:
+            out["regression_tolerance"] = "off"
         return out
 
 

@@ -41,7 +41,7 @@ def test_create_pass_fail_update_cycle(pytester, monkeypatch):
     assert entry["device"] == "cpu" and entry["dtype"] == "float32" and entry["test"] == "test_suite.py::test_guard"
     assert len(entry["window_nll"]) == entry["n_windows_total"] and entry["seqlen"] == 128
     assert entry["torch"] and entry["transformers"] and entry["attn_implementation"]
-    assert path.read_text().startswith('{\n "format": "pytest-llmppl baselines v2"')  # human-readable
+    assert path.read_text().startswith('{\n "format": "pytest-llmppl baselines v3"')  # human-readable
     # deterministic and portable: no timings or dates, paths relative to the file
     assert "seconds" not in entry and "measured_at" not in entry
     assert not entry["corpus"].startswith("/") and not entry["model"].startswith("/")
@@ -59,7 +59,8 @@ def test_create_pass_fail_update_cycle(pytester, monkeypatch):
     changed.stdout.fnmatch_lines(
         ["*is missing from*--ppl-strict*entry for this test was recorded with another seqlen*"])
 
-    # refreshing the baselines re-measures the (unchanged) dense model: same numbers, no diff at all
+    # refreshing the baselines re-measures the (unchanged) models: same numbers, no diff at all
+    monkeypatch.delenv("DAMAGE")
     before = path.read_text()
     pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "--ppl-no-cache",
                        "--ppl-report=report.json")
@@ -71,7 +72,7 @@ def test_create_pass_fail_update_cycle(pytester, monkeypatch):
 def test_strict_fails_on_a_missing_baseline(pytester):
     project(pytester, SUITE)
     path = pytester.path / "ppl-baselines.json"
-    path.write_text('{"format": "pytest-llmppl baselines v2", "baselines": {}}')
+    path.write_text('{"format": "pytest-llmppl baselines v3", "baselines": {}}')
     result = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-strict")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*is missing from*--ppl-strict*--ppl-update-baselines*"])
@@ -107,6 +108,7 @@ def test_device_mismatch_is_reported(pytester):
     data = json.loads(path.read_text())
     for entry in data["baselines"].values():
         entry["device"], entry["dtype"] = "cuda", "bfloat16"
+    data["checks"] = {}  # the baseline alone (a recorded check of the same weights would serve it)
     path.write_text(json.dumps(data))
     result = pytester.runpytest(f"--ppl-baselines={path}", "-W", "always")
     result.assert_outcomes(passed=1, warnings=1)
@@ -226,7 +228,8 @@ def test_moved_file_still_allows_early_stop(pytester, tmp_path):
     moved.parent.mkdir()
     moved.write_text(path.read_text())
     result = pytester.runpytest(f"--rootdir={elsewhere}", f"--ppl-baselines={moved}", "--ppl-strict", "--ppl-no-cache",
-                                "--ppl-early-stop", "--ppl-report=report.json", str(elsewhere / "test_suite.py"))
+                                "--ppl-early-stop", "--ppl-remeasure", "--ppl-report=report.json",
+                                str(elsewhere / "test_suite.py"))
     result.assert_outcomes(passed=1)
     (check,) = rows(pytester, "check")
     assert check["baseline_source"] == "file" and check["early"]["decided_after"] < 140
