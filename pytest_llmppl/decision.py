@@ -18,7 +18,7 @@ from typing import Any
 
 from .hotspots import describe, window_deltas, worst_windows
 from .identity import MeasurementSpec
-from .records import AgainstRecord, CheckRecord, EarlyInfo, Source, Verdict, WindowLoss
+from .records import AgainstRecord, CheckRecord, EarlyInfo, Source, Verdict, WindowLoss, se_text, signed
 from .result import PerplexityResult
 from .settings import Budget
 from .stats import EarlyDecision, paired_delta, top1_agreement
@@ -229,10 +229,10 @@ def failure_message(record: CheckRecord) -> str:
         noise = ""
         if record.delta_se is not None:
             label = "early estimate" if record.early is not None else "paired"
-            noise = f"; {label} dPPL {record.delta:+.4f} ± {record.delta_se:.4f} (SE)"
+            noise = f"; {label} dPPL {signed(record.delta)} ± {se_text(record.delta_se)} (SE)"
         text = (f"ppl_check: PPL {record.measured:.4f} exceeds the threshold {record.threshold:.4f} by "
                 f"{record.measured - record.threshold:.4f} (baseline {record.baseline:.4f} + budget {record.budget} = "
-                f"{record.threshold:.4f}; {record.delta:+.4f}, {record.delta_pct:+.2f}% vs baseline{noise}) "
+                f"{record.threshold:.4f}; {signed(record.delta)}, {signed(record.delta_pct, 2)}% vs baseline{noise}) "
                 f"[{where(record)}{served}]")
         if record.identical_to_baseline:
             text += f" ({IDENTICAL_NOTE})"
@@ -252,11 +252,11 @@ def regression_message(record: CheckRecord, *, with_where: bool = True) -> str:
     assert d is not None and pct is not None
     noise = ""
     if record.delta_recorded_se is not None:
-        noise = f"; paired dPPL {d:+.4f} ± {record.delta_recorded_se:.4f} (SE) against the recorded windows"
+        noise = f"; paired dPPL {signed(d)} ± {se_text(record.delta_recorded_se)} (SE) against the recorded windows"
     text = (f"ppl_check: regression: PPL {record.measured:.4f} is worse than this check's recorded PPL "
             f"{record.recorded:.4f} (recorded {record.recorded:.4f} + tolerance {record.regression_tolerance} = "
             f"{record.regression_threshold:.4f}, exceeded by {record.measured - record.regression_threshold:.4f}; "
-            f"{d:+.4f}, {pct:+.2f}% vs recorded{noise})")
+            f"{signed(d)}, {signed(pct, 2)}% vs recorded{noise})")
     if with_where:
         text += f" [{where(record)}]"
     if record.worst_recorded:

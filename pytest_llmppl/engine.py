@@ -400,19 +400,21 @@ def input_device(model):
 
 @contextmanager
 def _evaluation_mode(model, device):
-    """eval(), inference_mode, use_cache off; everything restored afterwards, even on Ctrl-C."""
+    """eval(), inference_mode, use_cache off, moved to ``device``; everything restored afterwards
+    (every module's training flag, the config, the device), even on Ctrl-C or an out-of-memory
+    error part-way through the move."""
     import torch
 
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     config = getattr(model, "config", None)
     had_cache = getattr(config, "use_cache", None)
     moved_from = None
-    if device is not None and not getattr(model, "hf_device_map", None):
-        current = input_device(model)
-        if current != device and not (current.type == device.type and device.index is None):
-            moved_from = current
-            model.to(device)
     try:
+        if device is not None and not getattr(model, "hf_device_map", None):
+            current = input_device(model)
+            if current != device and not (current.type == device.type and device.index is None):
+                moved_from = current  # set before the move: a move that fails part-way is undone too
+                model.to(device)
         model.eval()
         if config is not None and had_cache is not None:
             config.use_cache = False
@@ -421,7 +423,8 @@ def _evaluation_mode(model, device):
     finally:
         if config is not None and had_cache is not None:
             config.use_cache = had_cache
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
         if moved_from is not None:
             model.to(moved_from)
 

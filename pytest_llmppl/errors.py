@@ -25,3 +25,16 @@ class SettingsError(LLMPPLError):
 
 class BaselineError(LLMPPLError):
     """A committed baselines file is malformed or does not match this run."""
+
+
+def warn_at_user(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` located at the first frame outside this package: the user's line."""
+    import os
+    import sys
+    import warnings
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)  # stacklevel 2: the caller of warn_at_user
+    while os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here and frame.f_back is not None:
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .records import WindowLoss
+from .records import WindowLoss, signed
 from .result import PerplexityResult
 from .windows import Window
 
@@ -62,6 +62,6 @@ def describe(losses: tuple[WindowLoss, ...]) -> str:
     parts = []
     for loss in losses:
         where = f' in "{loss.heading}"' if loss.heading else ""
-        parts.append(f'window {loss.window} (tokens {loss.start}-{loss.end}) {loss.delta_nll:+.3f} nats/token'
+        parts.append(f'window {loss.window} (tokens {loss.start}-{loss.end}) {signed(loss.delta_nll, 3)} nats/token'
                      f'{where}: "{loss.snippet}"')
     return "; ".join(parts)

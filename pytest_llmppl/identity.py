@@ -53,6 +53,8 @@ class MeasurementSpec:
     # For messages only: not part of the identity.
     corpus_name: str = field(default="", compare=False)
     n_windows_total: int = field(default=0, compare=False)
+    # Why the model's function could not be pinned down (a hook of unknown kind): measured, never served.
+    unpinned: str = field(default="", compare=False)
 
     @property
     def key(self) -> str:

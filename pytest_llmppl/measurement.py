@@ -78,20 +78,26 @@ def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None
     tokenizer_fp = tokenizer_fingerprint(tok)
     ids, source = tokenize(text, tok, store, tokenizer_fp)
     windows = plan_checked(len(ids), seqlen, protocol, stride, text.first_windows)
-    return Prepared(tok, tokenizer_fp, text, ids, source, seqlen, protocol, stride if protocol == "sliding" else None,
+    return Prepared(tok, tokenizer_fp, text, ids, source, seqlen, protocol, canonical_stride(protocol, stride, seqlen),
                     max_windows, windows)
+
+
+def canonical_stride(protocol: str, stride: int | None, seqlen: int) -> int | None:
+    """One spelling per measurement: no stride outside ``sliding``, and a stride equal to the
+    seqlen (sliding's default) is the default (None), so both share one identity."""
+    return None if protocol != "sliding" or stride == seqlen else stride
 
 
 def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | None) -> MeasurementSpec:
     """The identity of measuring ``model`` on ``prepared`` at ``device`` (resolved, never
     ``auto``; None = where the model is) in ``dtype`` (None = the weights' dtype)."""
     from .engine import input_device, param_dtype
-    from .fingerprint import model_fingerprint
 
     where = input_device(model) if device is None or getattr(model, "hf_device_map", None) else device
     versions = software_versions()
+    fingerprint, unpinned = function_fingerprint(model)
     return MeasurementSpec(
-        model=model_fingerprint(model),
+        model=fingerprint,
         tokenizer=prepared.tokenizer_fp,
         corpus=prepared.corpus.fingerprint,
         seqlen=prepared.seqlen,
@@ -105,7 +111,24 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
         transformers=versions["transformers"],
         corpus_name=prepared.corpus.name,
         n_windows_total=prepared.n_windows_total,
+        unpinned=unpinned,
     )
+
+
+def function_fingerprint(model: Any) -> tuple[str, str]:
+    """The weights' fingerprint, with the model's hooks and forward overrides folded in when it
+    has any; and why, if one could not be pinned down (the fingerprint is then unique to this
+    call, so nothing is ever served for it)."""
+    import uuid
+
+    from .fingerprint import digest, model_fingerprint
+    from .hooks import function_identity
+
+    weights = model_fingerprint(model)
+    hooks = function_identity(model)
+    if hooks.unpinned:
+        return digest(weights, "unpinned", uuid.uuid4().hex), f"not served: {hooks.unpinned}"
+    return (digest(weights, "hooks", hooks.digest) if hooks.digest else weights), ""
 
 
 def _subset(max_windows: int | None, total: int) -> int | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import LLMPPLError
-from .settings import OPTIONS, Budget, option_flag, parse_budget, parse_tolerance, resolve
+from .settings import OPTIONS, Budget, option_flag, origins, parse_budget, parse_tolerance, resolve
 
 if TYPE_CHECKING:
     from .session import PPLSession
@@ -39,21 +39,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ppl_regression_tolerance(value): how much worse than its recorded result "
                                        "a check of this test may get (0.5, '1%' or 'off')")
     try:
-        settings = resolve({name: config.getoption(f"ppl_{name}") for name in OPTIONS},
-                           {name: _ini(config, name) for name in OPTIONS})
+        given = ({name: config.getoption(f"ppl_{name}") for name in OPTIONS},
+                 {name: _ini(config, name) for name in OPTIONS})
+        settings = resolve(*given)
         from .startup import check_settings
 
-        auto_device = check_settings(settings, _worker_id(config))
+        auto_device = check_settings(settings, _worker_id(config), origins(*given))
         from .session import PPLSession, load_file
 
         file = load_file(settings)
     except LLMPPLError as exc:
         raise pytest.UsageError(f"pytest-llmppl: {exc}") from None
     if settings.baselines and not settings.update_baselines and file is not None and not file.path.exists():
-        config.issue_config_time_warning(pytest.PytestConfigWarning(
-            f"pytest-llmppl: --ppl-baselines file {file.path} does not exist: baselines will be measured (or taken "
-            "from the cache); create it with --ppl-update-baselines, or add --ppl-strict to make a missing file "
-            "an error."), stacklevel=2)
+        _config_warning(config, f"pytest-llmppl: --ppl-baselines file {file.path} does not exist: baselines will be "
+                        "measured (or taken from the cache); create it with --ppl-update-baselines, or add "
+                        "--ppl-strict to make a missing file an error.")
     cache_root = None
     if getattr(config, "cache", None) is not None and not os.environ.get("PYTEST_LLMPPL_CACHE_DIR"):
         cache_root = config.cache.mkdir("llmppl")
@@ -63,6 +63,19 @@ def pytest_configure(config: pytest.Config) -> None:
         session.run_id = run_id
     config.stash[SESSION] = session
     config.pluginmanager.register(RunHooks(config), "llmppl-run")
+
+
+def _config_warning(config: pytest.Config, message: str) -> None:
+    """A configuration warning located at the user's configuration (the ini file, else the
+    command line), not at this plugin's source line."""
+    import warnings
+
+    where = str(config.inipath) if config.inipath else "pytest command line"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn_explicit(pytest.PytestConfigWarning(message), pytest.PytestConfigWarning, where, 0)
+    config.hook.pytest_warning_recorded.call_historic(
+        kwargs={"warning_message": caught[0], "when": "config", "nodeid": "", "location": None})
 
 
 def _worker_id(config: pytest.Config) -> str | None:
@@ -162,11 +175,15 @@ def ppl_baseline(request: pytest.FixtureRequest) -> Callable[..., Any]:
     return _bound(request, "baseline")
 
 
+_NO_BASELINE = object()  # ppl_check called without baseline=: one message, not a TypeError
+
+
 @pytest.fixture
 def ppl_check(request: pytest.FixtureRequest, ppl_budget: Budget) -> Callable[..., Any]:
     """``ppl_check(model, tokenizer=None, *, baseline, budget=None, **overrides)``: fails over budget, or
     worse than its recorded result in the committed file by more than the regression tolerance."""
-    def check(model: Any, tokenizer: Any = None, *, baseline: Any, budget: Any = None, **overrides: Any) -> Any:
+    def check(model: Any, tokenizer: Any = None, *, baseline: Any = _NO_BASELINE, budget: Any = None,
+              **overrides: Any) -> Any:
         __tracebackhide__ = True
         mark = request.node.get_closest_marker("ppl_regression_tolerance")
         if mark is not None and overrides.get("regression_tolerance") is None:
@@ -179,6 +196,9 @@ def ppl_check(request: pytest.FixtureRequest, ppl_budget: Budget) -> Callable[..
 
 def _checked(model: Any, tokenizer: Any, *, baseline: Any, budget: Any, default: Budget, session: PPLSession,
              test: str, **overrides: Any) -> Any:
+    if baseline is _NO_BASELINE:
+        raise LLMPPLError("ppl_check needs baseline=: what ppl_baseline returned (baseline=ppl_baseline(dense_model, "
+                          "tok)), a PerplexityResult or a number")
     chosen = default if budget is None else parse_budget(budget)
     return session.check(model, tokenizer, baseline=baseline, budget=chosen, test=test, **overrides)
 

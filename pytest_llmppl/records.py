@@ -62,6 +62,7 @@ class Subject:
     n_windows_total: int
     device: str
     dtype: str
+    unpinned: str = ""  # why this model's function could not be identified (a hook): measured, never served
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,17 @@ class CheckRecord:
 
 
 Record = BaselineRecord | MeasureRecord | CheckRecord
+
+
+def se_text(x: float | None, digits: int = 4) -> str:
+    """A standard error, or ``n/a`` where it cannot be estimated (one window)."""
+    return f"{x:.{digits}f}" if x is not None and math.isfinite(x) else "n/a"
+
+
+def signed(x: float, digits: int = 4) -> str:
+    """``+0.0123``; a value that rounds to zero is ``+0.0000``, never ``-0.0000``."""
+    text = f"{x:+.{digits}f}"
+    return "+" + text[1:] if text.startswith("-") and float(text) == 0 else text
 _KINDS: dict[str, type] = {cls.kind: cls for cls in (BaselineRecord, MeasureRecord, CheckRecord)}
 
 
@@ -197,7 +209,7 @@ def to_json(record: Record) -> dict[str, Any]:
 
 def from_json(data: dict[str, Any]) -> Record:
     cls = _KINDS[data["kind"]]
-    subject = Subject(**{f.name: data[f.name] for f in fields(Subject)})
+    subject = Subject(**{f.name: data[f.name] for f in fields(Subject) if f.name in data})
     values: dict[str, Any] = {"subject": subject}
     for f in fields(cls):
         if f.name == "subject" or f.name not in data:

@@ -12,7 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .identity import short_name, software_versions
-from .records import AgainstRecord, BaselineRecord, CheckRecord, MeasureRecord, Record, Verdict, to_json
+from .records import (
+    AgainstRecord,
+    BaselineRecord,
+    CheckRecord,
+    MeasureRecord,
+    Record,
+    Verdict,
+    se_text,
+    signed,
+    to_json,
+)
 from .settings import DEFAULT_PROTOCOL, Settings
 
 REPORT_FORMAT = "pytest-llmppl report v1"
@@ -34,11 +44,13 @@ def _delta(r: Record) -> str:
         return ""
     if r.delta is None:
         return "nan"
-    text = f"{r.delta:+.4f}"
+    if r.identical_to_baseline:
+        return "0 (identical weights)"
+    text = f"{signed(r.delta)}"
     if r.delta_se is not None:
-        text += f" ± {r.delta_se:.4f}"
+        text += f" ± {se_text(r.delta_se)}"
     if r.relative_budget and r.delta_pct is not None:
-        text += f" ({r.delta_pct:+.2f}%)"
+        text += f" ({signed(r.delta_pct, 2)}%)"
     return text
 
 
@@ -54,9 +66,9 @@ def _vs_recorded(r: Record) -> str:
     d = r.delta_recorded
     if d is None or r.against_record is AgainstRecord.UNCHANGED:
         return status
-    text = f"{d:+.4f}"
+    text = f"{signed(d)}"
     if r.delta_recorded_se is not None:
-        text += f" ± {r.delta_recorded_se:.4f}"
+        text += f" ± {se_text(r.delta_recorded_se)}"
     return f"{text} {status}"
 
 
@@ -67,7 +79,7 @@ def _has_records(records: list[Record]) -> bool:
 def _top1(r: Record) -> str:
     if not isinstance(r, CheckRecord) or r.top1 is None or r.measured is None:
         return ""
-    return f"{100 * r.top1.share:.1f}% ± {100 * r.top1.se:.1f}"
+    return f"{100 * r.top1.share:.1f}% ± {se_text(100 * r.top1.se, 1)}"
 
 
 def _baseline(r: Record) -> str:
@@ -90,10 +102,12 @@ def _verdict(r: Record) -> str:
 
 def _source(r: Record) -> str:
     if isinstance(r, CheckRecord):
-        return f"{r.baseline_source.value}/{r.measured_source.value}"
-    if isinstance(r, BaselineRecord):
-        return r.baseline_source.value
-    return r.measured_source.value
+        text = f"{r.baseline_source.value}/{r.measured_source.value}"
+    elif isinstance(r, BaselineRecord):
+        text = r.baseline_source.value
+    else:
+        text = r.measured_source.value
+    return text + (" (unpinned hook)" if r.subject.unpinned else "")
 
 
 def _corpus(r: Record) -> str:
@@ -248,7 +262,7 @@ def _chart(r: CheckRecord) -> list[str]:
         return []
     lo, hi = min(0.0, *values), max(0.0, *values)
     title = f"ΔNLL per window (nats/token): {r.subject.test}".replace('"', "'")
-    worst = "; ".join(f"window {w.window}{' in ' + repr(w.heading) if w.heading else ''} {w.delta_nll:+.3f}"
+    worst = "; ".join(f"window {w.window}{' in ' + repr(w.heading) if w.heading else ''} {signed(w.delta_nll, 3)}"
                       for w in r.worst)
     return [
         f"<details open><summary>{r.subject.test}: where it got worse{': ' + worst if worst else ''}</summary>",

@@ -17,11 +17,10 @@ import dataclasses
 import math
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import LLMPPLError
+from .errors import LLMPPLError, warn_at_user
 from .records import AgainstRecord, BaselineRecord, MeasureRecord, Record, Source, Subject, Verdict, from_json, to_json
 from .settings import Budget, Settings
 
@@ -40,6 +39,10 @@ class PPLFailure(AssertionError):
 
 class BaselineMismatchWarning(UserWarning):
     """The committed baseline was measured elsewhere (device, dtype, attention, versions)."""
+
+
+class PrunedInPlaceWarning(UserWarning):
+    """A baseline's weights are a candidate checked earlier: the shared dense model was changed."""
 
 
 class RecordMismatchWarning(UserWarning):
@@ -98,7 +101,7 @@ class Call:
         return Subject(test=test, model=self.model_name, model_id=s.model_id, corpus=s.corpus_name,
                        seqlen=s.seqlen, protocol=s.protocol, stride=s.stride,
                        n_windows=r.n_windows if r is not None else s.n_windows, n_windows_total=s.n_windows_total,
-                       device=s.device_type, dtype=s.dtype)
+                       device=s.device_type, dtype=s.dtype, unpinned=s.unpinned)
 
 
 @dataclass
@@ -114,6 +117,7 @@ class PPLSession:
     seen: set[str] = field(default_factory=set)   # tests that reported at all
     deselected: int = 0
     checks_made: dict[str, int] = field(default_factory=dict)  # test -> ppl_check calls so far
+    candidates: dict[str, str] = field(default_factory=dict)  # weights checked as a candidate -> first test
     _memo: dict[str, tuple[PerplexityResult, bool]] = field(default_factory=dict)  # key -> (result, measured here)
     _store: Any = None
 
@@ -133,9 +137,10 @@ class PPLSession:
         return ResultStore(self.store) if self.store is not None else None
 
     # -- identifying a call ----------------------------------------------------------
-    def _call(self, model: Any, tokenizer: Any, overrides: dict[str, Any]) -> Call:
+    def _call(self, model: Any, tokenizer: Any, overrides: dict[str, Any], fixture: str) -> Call:
         from .measurement import identify, prepare
 
+        check_arguments(model, tokenizer, fixture)
         settings = self.settings.with_overrides(**overrides)
         device = self.resolve_device(settings.device)
         prepared = prepare(model, tokenizer, settings.corpus, settings.seqlen, protocol=settings.protocol,
@@ -149,7 +154,7 @@ class PPLSession:
         if device is not None and device != "auto" and device != self.settings.device:
             from .startup import check_device
 
-            check_device(device)
+            check_device(device, "device")
         if device != "auto":
             return device
         if self.auto_device is None:
@@ -163,7 +168,7 @@ class PPLSession:
         """A complete result for this identity from memory or the store, if there is one.
         ``fresh_only`` (--ppl-update-baselines): only what this run measured (here or in
         another xdist worker) counts."""
-        if self.settings.remeasure:
+        if self.settings.remeasure or call.spec.unpinned:
             return None, Source.MEASURED
         hit = self._memo.get(call.spec.key)
         if hit is not None and (hit[1] or not fresh_only):
@@ -176,7 +181,7 @@ class PPLSession:
                  stop: Any = None) -> tuple[PerplexityResult, Source]:
         """Measure under the store's lock (re-checking it first); store a complete result."""
         results = self._results()
-        if results is None:
+        if results is None or call.spec.unpinned:
             return self._forward(model, call, order, stop), Source.MEASURED
         with results.lock(call.spec):
             found, source = self._served(call, fresh_only=fresh_only)
@@ -193,7 +198,7 @@ class PPLSession:
         result = run(model, call.prepared, batch_size=s.batch_size, device=call.device,
                      dtype=None if s.dtype == "auto" else s.dtype, order=order, stop=stop, top1=True,
                      identity=call.spec)
-        if result.n_windows == call.spec.n_windows:
+        if result.n_windows == call.spec.n_windows and not call.spec.unpinned:
             self._memo[call.spec.key] = (result, True)
         return result
 
@@ -217,7 +222,7 @@ class PPLSession:
     def measure(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> PerplexityResult:
         """``ppl_of``: a result (served when this identity was measured or recorded before)."""
         t0 = time.perf_counter()
-        call = self._call(model, tokenizer, overrides)
+        call = self._call(model, tokenizer, overrides, "ppl_of")
         result, source, _ = self._obtain(model, call, test)
         self.pending.append(MeasureRecord(call.subject(test, result), _finite_or_none(result.ppl), source,
                                           time.perf_counter() - t0))
@@ -226,7 +231,8 @@ class PPLSession:
     def baseline(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> Baseline:
         """``ppl_baseline``: from the committed file, memory, the store, or measured once."""
         t0 = time.perf_counter()
-        call = self._call(model, tokenizer, overrides)
+        call = self._call(model, tokenizer, overrides, "ppl_baseline")
+        self._refuse_a_candidate(call)
         found, source, notes = self._obtain(model, call, test, baseline=True)
         if self.file is not None and self.settings.update_baselines:
             self._record_in_file(call, found, test)
@@ -243,7 +249,7 @@ class PPLSession:
         from .decision import decide, early_rules
 
         t0 = time.perf_counter()
-        call = self._call(model, tokenizer, overrides)
+        call = self._call(model, tokenizer, overrides, "ppl_check")
         index = self.checks_made.get(test, 0)
         self.checks_made[test] = index + 1
         base, base_source, base_ppl = _unpack_baseline(baseline)
@@ -253,6 +259,8 @@ class PPLSession:
         if base_spec is not None:
             _refuse_mismatch(base_spec, call.spec)
         threshold = budget.threshold(base_ppl)
+        if base_spec is None or base_spec.model != call.spec.model:
+            self.candidates.setdefault(call.spec.model, test)
         recorded = self._recorded(call, test, index)
         updating = self.file is not None and self.settings.update_baselines
         result: PerplexityResult | None = None
@@ -281,6 +289,22 @@ class PPLSession:
             raise PPLFailure(failure_message(record))
         return result
 
+    def _refuse_a_candidate(self, call: Call) -> None:
+        """A baseline whose weights a check judged as a pruned candidate earlier in this session:
+        the shared dense model was pruned in place, and every later check would compare the
+        pruned model with itself.  A warning; an error where it would be committed or trusted."""
+        checked_by = self.candidates.get(call.spec.model)
+        if checked_by is None:
+            return
+        msg = (f"ppl_baseline: these weights (id {call.spec.model_id}) are the pruned candidate that {checked_by} "
+               "checked earlier in this session: the shared dense model was probably pruned in place, so this "
+               "baseline would compare the pruned model with itself. Prune a copy (copy.deepcopy(model), or the "
+               "ppl_pruned fixture, which copies) or load the dense model afresh")
+        if self.settings.update_baselines or self.settings.strict:
+            flag = "--ppl-update-baselines" if self.settings.update_baselines else "--ppl-strict"
+            raise PPLFailure(f"{msg} ({flag}: refused).")
+        warn_at_user(msg + ".", PrunedInPlaceWarning)
+
     # -- the committed file --------------------------------------------------------------
     def _from_file(self, call: Call, test: str, *, baseline: bool = False) -> tuple[PerplexityResult | None,
                                                                                     tuple[str, ...]]:
@@ -288,7 +312,7 @@ class PPLSession:
         argmax of memory or the store when they hold this identity.  For a baseline, a miss is
         explained: measured on another device type or dtype (a warning), or, under
         ``--ppl-strict``, a failure."""
-        if self.file is None or self.settings.update_baselines:
+        if self.file is None or self.settings.update_baselines or call.spec.unpinned:
             return None, ()
         hit = self.file.find(call.spec)
         if hit.entry is None:
@@ -299,7 +323,7 @@ class PPLSession:
                        "--ppl-update-baselines on this runner")
                 if self.settings.strict:
                     raise PPLFailure(msg + " (--ppl-strict).")
-                warnings.warn(msg + "; measuring instead.", BaselineMismatchWarning, stacklevel=4)
+                warn_at_user(msg + "; measuring instead.", BaselineMismatchWarning)
             elif baseline and self.settings.strict:
                 raise PPLFailure(self._missing_message(call, test))
             return None, ()
@@ -309,8 +333,8 @@ class PPLSession:
         notes = tuple(f"committed {'baseline' if baseline else 'result'} recorded with {name} {was}, "
                       f"this run has {now}" for name, (was, now) in differ.items())
         if notes and baseline:
-            warnings.warn(f"{call.model_name}: {'; '.join(notes)} (numbers may differ slightly; refresh with "
-                          "--ppl-update-baselines)", BaselineMismatchWarning, stacklevel=4)
+            warn_at_user(f"{call.model_name}: {'; '.join(notes)} (numbers may differ slightly; refresh with "
+                          "--ppl-update-baselines)", BaselineMismatchWarning)
         from .baselines import entry_result
 
         return self._with_argmax(entry_result(hit.entry, call.spec), call), notes
@@ -354,7 +378,7 @@ class PPLSession:
                    f"{_settings_text(here)}), so it is not compared")
             if self.settings.strict:
                 raise PPLFailure(msg + " (--ppl-strict): record it again with --ppl-update-baselines on this runner.")
-            warnings.warn(msg + "; record it again with --ppl-update-baselines.", RecordMismatchWarning, stacklevel=4)
+            warn_at_user(msg + "; record it again with --ppl-update-baselines.", RecordMismatchWarning)
             return Recorded(None, tolerance, AgainstRecord.NOT_COMPARED)
         return Recorded(entry_result(entry, call.spec), tolerance, AgainstRecord.WITHIN,
                         same_weights=entry.get("model_fingerprint") == call.spec.model)
@@ -383,8 +407,8 @@ class PPLSession:
     def _record_in_file(self, call: Call, result: PerplexityResult, test: str) -> None:
         assert self.file is not None
         if not result.finite:
-            warnings.warn(f"baseline for {call.model_name} is {result.ppl} (not finite): not recorded in "
-                          f"{self.file.path}", BaselineMismatchWarning, stacklevel=4)
+            warn_at_user(f"baseline for {call.model_name} is {result.ppl} (not finite): not recorded in "
+                          f"{self.file.path}", BaselineMismatchWarning)
             return
         from .baselines import entry_for
 
@@ -398,8 +422,8 @@ class PPLSession:
         assert self.file is not None
         if not result.finite or result.n_windows != call.spec.n_windows or \
                 len(self.file.updated_checks.get(test, [])) != index:
-            warnings.warn(f"check {index + 1} of {test}: PPL {result.ppl} is not a complete finite result: not "
-                          f"recorded in {self.file.path}", BaselineMismatchWarning, stacklevel=4)
+            warn_at_user(f"check {index + 1} of {test}: PPL {result.ppl} is not a complete finite result: not "
+                          f"recorded in {self.file.path}", BaselineMismatchWarning)
             return
         from .baselines import entry_for
 
@@ -478,6 +502,23 @@ class PPLSession:
         there = ", ".join(f"torch {t} / transformers {tf}" for t, tf in other)
         return (f"llmppl: baselines in {self.file.path.name} were recorded with {there}; this run has "
                 f"torch {here['torch']} / transformers {here['transformers']} (numbers may differ slightly)")
+
+
+def check_arguments(model: Any, tokenizer: Any, fixture: str) -> None:
+    """The model first, then the tokenizer (or None, or a name to load it from): one message that
+    names the fix rather than an AttributeError from deep inside."""
+    def is_tokenizer(x: Any) -> bool:
+        return hasattr(x, "get_vocab") and hasattr(x, "encode") and not hasattr(x, "parameters")
+
+    if is_tokenizer(model) and hasattr(tokenizer, "parameters"):
+        raise LLMPPLError(f"{fixture}(model, tokenizer): the arguments are swapped (got a {type(model).__name__} "
+                          f"first and a {type(tokenizer).__name__} second): call {fixture}(model, tokenizer)")
+    if not hasattr(model, "parameters") or not callable(model):
+        raise LLMPPLError(f"{fixture}(model, tokenizer): the first argument must be the model (a torch.nn.Module "
+                          f"causal LM), got {type(model).__name__}")
+    if tokenizer is not None and not isinstance(tokenizer, str) and not hasattr(tokenizer, "encode"):
+        raise LLMPPLError(f"{fixture}(model, tokenizer): the second argument must be the model's tokenizer (or "
+                          f"its name, or None to load it from the model's path), got {type(tokenizer).__name__}")
 
 
 def _finite_or_none(x: float) -> float | None:

@@ -284,23 +284,40 @@ def option_flag(name: str) -> str:
     return f"--ppl-{name.replace('_', '-')}"
 
 
-def resolve(option_values: Mapping[str, Any], ini_values: Mapping[str, Any],
-            env: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from option values (None = not given), env and ini (None/'' = unset)."""
-    env = os.environ if env is None else env
-    chosen: dict[str, Any] = {}
-    for name, opt in OPTIONS.items():
+def _given(option_values: Mapping[str, Any], ini_values: Mapping[str, Any],
+           env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """Each setting given anywhere: name -> (where, raw value), by precedence."""
+    given: dict[str, tuple[str, Any]] = {}
+    for name in OPTIONS:
         for where, raw in ((option_flag(name), option_values.get(name)),
                            (ENV_PREFIX + name.upper(), env.get(ENV_PREFIX + name.upper())),
                            (f"ini ppl_{name}", ini_values.get(name))):
             if raw is None or raw == "" or raw is False:  # unset (a store_true option not given is False)
                 continue
-            try:
-                chosen[name] = opt.parse(raw)
-            except SettingsError as exc:
-                raise SettingsError(f"{where}: {exc}") from None
+            given[name] = (where, raw)
             break
+    return given
+
+
+def origins(option_values: Mapping[str, Any], ini_values: Mapping[str, Any],
+            env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Where each setting came from (``--ppl-corpus``, ``PYTEST_LLMPPL_CORPUS``, ``ini ppl_corpus``),
+    so a check after parsing names the place the user has to fix."""
+    given = _given(option_values, ini_values, os.environ if env is None else env)
+    return {name: given[name][0] if name in given else option_flag(name) for name in OPTIONS}
+
+
+def resolve(option_values: Mapping[str, Any], ini_values: Mapping[str, Any],
+            env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from option values (None = not given), env and ini (None/'' = unset)."""
+    given = _given(option_values, ini_values, os.environ if env is None else env)
+    chosen: dict[str, Any] = {}
+    for name, (where, raw) in given.items():
+        try:
+            chosen[name] = OPTIONS[name].parse(raw)
+        except SettingsError as exc:
+            raise SettingsError(f"{where}: {exc}") from None
     try:
         return Settings(**chosen)
     except SettingsError as exc:  # only the stride is checked against other settings
-        raise SettingsError(f"--ppl-stride: {exc}") from None
+        raise SettingsError(f"{given.get('stride', ('--ppl-stride',))[0]}: {exc}") from None

@@ -12,9 +12,14 @@ from .errors import CorpusError, SettingsError
 from .settings import Settings
 
 
-def check_settings(settings: Settings, worker_id: str | None) -> str | None:
-    """Raise SettingsError for settings that cannot work here; return what ``auto`` resolved to."""
+def check_settings(settings: Settings, worker_id: str | None, where: dict[str, str] | None = None) -> str | None:
+    """Raise SettingsError for settings that cannot work here, naming where each came from
+    (``where``: ``settings.origins``); return what ``auto`` resolved to."""
     from .corpus import check_spec
+    from .settings import option_flag
+
+    def origin(name: str) -> str:
+        return (where or {}).get(name, option_flag(name))
 
     if settings.update_baselines and not settings.baselines:
         raise SettingsError("--ppl-update-baselines needs --ppl-baselines=FILE to write to")
@@ -23,11 +28,11 @@ def check_settings(settings: Settings, worker_id: str | None) -> str | None:
     try:
         check_spec(settings.corpus)
     except CorpusError as exc:
-        raise SettingsError(f"--ppl-corpus: {exc}") from None
+        raise SettingsError(f"{origin('corpus')}: {exc}") from None
     if settings.device == "auto":
         return auto_device(worker_id)
     if settings.device is not None:
-        check_device(settings.device)
+        check_device(settings.device, origin("device"))
     return None
 
 
@@ -48,8 +53,8 @@ def auto_device(worker_id: str | None, pin: bool = True) -> str:
     return device
 
 
-def check_device(device: str) -> None:
-    """A CUDA or MPS device must exist in this torch build and machine."""
+def check_device(device: str, origin: str = "--ppl-device") -> None:
+    """A CUDA or MPS device must exist in this torch build and machine (``origin``: where it was set)."""
     kind, _, index = device.partition(":")
     if kind not in ("cuda", "mps"):
         return
@@ -57,15 +62,15 @@ def check_device(device: str) -> None:
 
     if kind == "mps":
         if not torch.backends.mps.is_available():
-            raise SettingsError(f"--ppl-device={device}: MPS is not available here; use --ppl-device=cpu or auto")
+            raise SettingsError(f"{origin}={device}: MPS is not available here; use --ppl-device=cpu or auto")
         return
     if not torch.cuda.is_available():
         cuda = torch.version.cuda
         build = "a CPU-only build" if cuda is None else f"CUDA {cuda}, but no GPU is visible"
         raise SettingsError(
-            f"--ppl-device={device}: this torch ({torch.__version__}) has {build}; use --ppl-device=auto "
+            f"{origin}={device}: this torch ({torch.__version__}) has {build}; use --ppl-device=auto "
             "(the GPU when there is one, else the CPU) or --ppl-device=cpu"
         )
     count = torch.cuda.device_count()
     if index and int(index) >= count:
-        raise SettingsError(f"--ppl-device={device}: only {count} GPU(s) are visible (cuda:0..cuda:{count - 1})")
+        raise SettingsError(f"{origin}={device}: only {count} GPU(s) are visible (cuda:0..cuda:{count - 1})")

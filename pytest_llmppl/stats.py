@@ -50,11 +50,12 @@ class Top1Agreement:
     windows: int
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in self.__dict__.items()}
 
     @classmethod
     def from_json(cls, data: dict) -> Top1Agreement:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        se = math.nan if data["se"] is None else data["se"]
+        return cls(share=data["share"], se=se, tokens=data["tokens"], windows=data["windows"])
 
 
 def per_window_means(nll, weight) -> list[float]:
@@ -73,7 +74,7 @@ def _mean(xs) -> float:
 def _cov(xs, ys) -> float:
     n = len(xs)
     if n < 2:
-        return 0.0
+        return math.nan  # one window: its spread cannot be estimated (unknown, not zero)
     mx, my = _mean(xs), _mean(ys)
     return math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (n - 1)
 
@@ -225,5 +226,5 @@ def top1_agreement(base_top1: dict, cand_top1: dict) -> Top1Agreement:
     if n > 1:
         var = math.fsum(((m - share * t) / tbar) ** 2 for m, t in zip(match, tokens)) / (n * (n - 1))
     else:
-        var = 0.0
+        var = math.nan  # one window: unknown
     return Top1Agreement(share=share, se=math.sqrt(var), tokens=total, windows=n)
