@@ -9,6 +9,7 @@ several passes and a kernel launch per 16M elements.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 MIX = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer (golden-ratio odd constant)
@@ -16,13 +17,36 @@ OFFSET = 0x5851F42D
 CHUNK = 1 << 24
 BLOCK = 4096
 _KERNEL: Any = None
+_WARMING: threading.Thread | None = None
 
 
 def bits_hash(bits: Any) -> int:
-    """The hash of a 1-D integer tensor (a weight's bits), computed where it lives."""
-    if bits.is_cuda and _triton_available():
+    """The hash of a 1-D integer tensor (a weight's bits), computed where it lives.  While the
+    Triton kernel is still compiling in the background (``prewarm``), the torch fallback gives
+    the same number."""
+    if bits.is_cuda and _triton_available() and (_WARMING is None or not _WARMING.is_alive()):
         return _triton_hash(bits)
     return _torch_hash(bits)
+
+
+def prewarm(device: str) -> None:
+    """Compile the kernel in a background thread while the suite loads its model: Triton's
+    first launch (importing it, hashing its own sources for its cache key, compiling or
+    loading the kernel) costs about half a second, which the first fixture call would pay."""
+    global _WARMING
+    if _KERNEL is not None or _WARMING is not None or not _triton_available():
+        return
+
+    def warm() -> None:
+        import torch
+
+        try:
+            _triton_hash(torch.zeros(1, dtype=torch.int32, device=device))
+        except Exception:  # noqa: BLE001 - a failed warm-up only means the first call compiles
+            pass
+
+    _WARMING = threading.Thread(target=warm, name="llmppl-hash-prewarm", daemon=True)
+    _WARMING.start()
 
 
 def _torch_hash(bits: Any) -> int:

@@ -57,6 +57,10 @@ def pytest_configure(config: pytest.Config) -> None:
     cache_root = None
     if getattr(config, "cache", None) is not None and not os.environ.get("PYTEST_LLMPPL_CACHE_DIR"):
         cache_root = config.cache.mkdir("llmppl")
+    if str(auto_device or settings.device or "").startswith("cuda"):
+        from .device_hash import prewarm
+
+        prewarm(auto_device or settings.device or "cuda")
     session = PPLSession(settings, file=file, auto_device=auto_device, cache_root=cache_root)
     run_id = getattr(config, "workerinput", {}).get("llmppl_run_id")
     if run_id:
@@ -227,6 +231,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     session = item.config.stash.get(SESSION, None)
     if session is not None and call.when == "teardown":
         session.end_test(item.nodeid)
+    if session is not None and hasattr(item.config, "workerinput"):
+        report.llmppl_file = session.take_file_changes()  # with this test's report: a crash loses no other test's
     if session is not None and session.pending:
         records = session.take_pending()
         report.llmppl = records  # JSON: travels from xdist workers to the controller
@@ -251,6 +257,7 @@ class RunHooks:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not hasattr(self.config, "workerinput"):
+            self.session.merge_file_changes(getattr(report, "llmppl_file", None))
             self.session.collect(report.nodeid, report.when, getattr(report, "llmppl", None), report.passed)
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
@@ -261,13 +268,8 @@ class RunHooks:
         """xdist controller: every worker shares this run's id."""
         node.workerinput["llmppl_run_id"] = self.session.run_id
 
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        self.session.merge_worker(getattr(node, "workeroutput", {}).get("llmppl", {}))
-
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
-            self.config.workeroutput["llmppl"] = self.session.worker_output()  # type: ignore[attr-defined]
             return
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         stats = getattr(terminal, "stats", {}) or {}

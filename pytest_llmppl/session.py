@@ -118,6 +118,7 @@ class PPLSession:
     deselected: int = 0
     checks_made: dict[str, int] = field(default_factory=dict)  # test -> ppl_check calls so far
     candidates: dict[str, str] = field(default_factory=dict)  # weights checked as a candidate -> first test
+    _sent: dict[str, Any] = field(default_factory=dict)  # file changes already sent to the xdist controller
     _memo: dict[str, tuple[PerplexityResult, bool]] = field(default_factory=dict)  # key -> (result, measured here)
     _store: Any = None
 
@@ -446,18 +447,33 @@ class PPLSession:
         if records:
             self.collected.extend(records)
 
-    def worker_output(self) -> dict[str, Any]:
-        """What a worker hands the controller at its end (records travel with the reports)."""
-        if self.file is None:
-            return {}
-        return {"updated": dict(self.file.updated), "used": sorted(self.file.used)}
+    def take_file_changes(self) -> dict[str, Any] | None:
+        """What this process recorded in or used from the committed file since it last said so:
+        a worker sends it with each test's report, so a worker that crashes loses at most the
+        test it was running (never what the tests before it recorded)."""
+        f = self.file
+        if f is None:
+            return None
+        sent = self._sent
+        updated = {k: e for k, e in f.updated.items() if sent.get(k) is not e}
+        checks = {t: list(e) for t, e in f.updated_checks.items() if sent.get("checks " + t) != tuple(map(id, e))}
+        used = sorted(k for k in f.used if ("used " + k) not in sent)
+        if not (updated or checks or used):
+            return None
+        sent.update(updated)
+        sent.update({"checks " + t: tuple(map(id, f.updated_checks[t])) for t in checks})
+        sent.update({"used " + k: True for k in used})
+        return {"updated": updated, "checks": checks, "used": used}
 
-    def merge_worker(self, output: dict[str, Any]) -> None:
-        if self.file is None or not output:
+    def merge_file_changes(self, changes: dict[str, Any] | None) -> None:
+        """Controller: a worker's file changes, as they come with its reports."""
+        if self.file is None or not changes:
             return
-        for key, entry in output.get("updated", {}).items():
+        for key, entry in changes.get("updated", {}).items():
             self.file.record(key, entry)
-        self.file.used.update(output.get("used", ()))
+        for test, entries in changes.get("checks", {}).items():
+            self.file.updated_checks[test] = list(entries)
+        self.file.used.update(changes.get("used", ()))
 
     def records(self) -> list[Record]:
         return [from_json(r) for r in self.collected]
