@@ -9,6 +9,8 @@ on a pruned copy (``prune_mlp`` 20%, deterministic):
   (c) warm baseline  the baseline served from the cache, the check measured
   (d) warm, same     the baseline and the unchanged pruned model both served: zero forwards
   (e) early stop     warm baseline, a clear-cut change (head weights x4), --ppl-early-stop
+  (f) fresh runner   a committed file holding the baseline and the recorded candidate, no local
+                     store at all (--ppl-no-cache): the unchanged pruned model from the file alone
 
 Each runs in its own process.  "in test" is the time of the evaluation calls alone
 (``ppl_baseline`` + ``ppl_check``, or the two loops), synchronized; "process" is the whole
@@ -199,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(plugin("(c) warm baseline", "warm"))
     rows.append(plugin("(d) warm, unchanged model", "warm"))
     rows.append(plugin("(e) warm + early stop", "warm-early", "--ppl-early-stop", mode="clear-cut"))
+    committed = work / "ppl-baselines.json"
+    plugin("record: committed file", "record", f"--ppl-baselines={committed}", "--ppl-update-baselines")
+    rows.append(plugin("(f) fresh runner, file only", "fresh", f"--ppl-baselines={committed}", "--ppl-strict",
+                       "--ppl-no-cache"))
     ref = rows[0]["in_test_s"]
     print(f"\none pruned-model verdict: shape {args.shape}, {n_tokens} tokens = {n_tokens // seqlen} windows x "
           f"{seqlen}, device {args.device}")

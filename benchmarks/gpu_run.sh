@@ -12,7 +12,8 @@ fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider tests/test_fused_ce.py tests/test_fingerprint.py 2>&1 | tail -3 | tee "$OUT/cuda_tests.txt"
+python3 -m pytest -q -p no:cacheprovider tests/test_fused_ce.py tests/test_fingerprint.py \
+  tests/test_state_and_unknowns.py tests/test_hooks_identity.py 2>&1 | tail -3 | tee "$OUT/cuda_tests.txt"
 python3 benchmarks/bench_fingerprint.py --cases gpu --json "$OUT/fingerprint_gpu.json" 2>&1 | tee "$OUT/fingerprint_gpu.txt"
 python3 benchmarks/bench_verdict.py --shape llama-2-7b --device cuda --json "$OUT/verdict_gpu.json" 2>&1 \
   | grep -v "Loading weights" | tee "$OUT/verdict_gpu.txt"

@@ -8,7 +8,7 @@ identity exists before the cache is asked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .cache import Store
@@ -19,20 +19,43 @@ from .result import PerplexityResult
 from .windows import Window
 
 
-@dataclass(frozen=True)
 class Prepared:
-    """Everything a measurement needs except the forward passes."""
+    """Everything a measurement needs except the forward passes.  The tokens are made on first
+    use (from the store, else by tokenizing): a result the committed file serves needs none, so
+    a fresh runner judges an unchanged model without tokenizing the corpus."""
 
-    tokenizer: Any
-    tokenizer_fp: str
-    corpus: Corpus
-    ids: Any  # 1-D numpy array of token ids
-    tokens_source: str
-    seqlen: int
-    protocol: str
-    stride: int | None
-    max_windows: int | None
-    windows: list[Window]  # every window of the corpus under the protocol (before any subset)
+    def __init__(self, tokenizer: Any, tokenizer_fp: str, corpus: Corpus, seqlen: int, protocol: str,
+                 stride: int | None, max_windows: int | None, store: Store | None):
+        self.tokenizer = tokenizer
+        self.tokenizer_fp = tokenizer_fp
+        self.corpus = corpus
+        self.seqlen = seqlen
+        self.protocol = protocol
+        self.stride = stride
+        self.max_windows = max_windows
+        self._store = store
+
+    @cached_property
+    def _tokens(self) -> tuple[Any, str, list[Window]]:
+        from .engine import plan_checked
+        from .tokens import tokenize
+
+        ids, source = tokenize(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
+        return ids, source, plan_checked(len(ids), self.seqlen, self.protocol, self.stride, self.corpus.first_windows)
+
+    @property
+    def ids(self) -> Any:
+        """1-D numpy array of token ids."""
+        return self._tokens[0]
+
+    @property
+    def tokens_source(self) -> str:
+        return self._tokens[1]
+
+    @property
+    def windows(self) -> list[Window]:
+        """Every window of the corpus under the protocol (before any subset)."""
+        return self._tokens[2]
 
     @property
     def n_windows_total(self) -> int:
@@ -64,9 +87,8 @@ def resolve_tokenizer(model: Any, tokenizer: Any = None) -> Any:
 def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None, *, protocol: str,
             stride: int | None, max_windows: int | None, store: Store | None,
             allow_long_seqlen: bool = False) -> Prepared:
-    from .engine import plan_checked, resolve_seqlen
+    from .engine import resolve_seqlen
     from .fingerprint import tokenizer_fingerprint
-    from .tokens import tokenize
 
     tok = resolve_tokenizer(model, tokenizer)
     text = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
@@ -75,11 +97,8 @@ def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None
         from .errors import SettingsError
 
         raise SettingsError(f"stride {stride} is longer than seqlen {seqlen}: use a stride <= seqlen")
-    tokenizer_fp = tokenizer_fingerprint(tok)
-    ids, source = tokenize(text, tok, store, tokenizer_fp)
-    windows = plan_checked(len(ids), seqlen, protocol, stride, text.first_windows)
-    return Prepared(tok, tokenizer_fp, text, ids, source, seqlen, protocol, canonical_stride(protocol, stride, seqlen),
-                    max_windows, windows)
+    return Prepared(tok, tokenizer_fingerprint(tok), text, seqlen, protocol, canonical_stride(protocol, stride, seqlen),
+                    max_windows, store)
 
 
 def canonical_stride(protocol: str, stride: int | None, seqlen: int) -> int | None:
@@ -88,9 +107,13 @@ def canonical_stride(protocol: str, stride: int | None, seqlen: int) -> int | No
     return None if protocol != "sliding" or stride == seqlen else stride
 
 
-def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | None) -> MeasurementSpec:
+def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | None,
+             tokens: bool = True) -> MeasurementSpec:
     """The identity of measuring ``model`` on ``prepared`` at ``device`` (resolved, never
-    ``auto``; None = where the model is) in ``dtype`` (None = the weights' dtype)."""
+    ``auto``; None = where the model is) in ``dtype`` (None = the weights' dtype).  Without
+    ``tokens`` the corpus is not tokenized when it need not be (no window subset): the
+    spec's ``n_windows_total`` (for messages, not part of the identity) is then 0 until
+    someone fills it in."""
     from .engine import input_device, param_dtype
 
     where = input_device(model) if device is None or getattr(model, "hf_device_map", None) else device
@@ -103,14 +126,14 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
         seqlen=prepared.seqlen,
         protocol=prepared.protocol,
         stride=prepared.stride,
-        max_windows=_subset(prepared.max_windows, prepared.n_windows_total),
+        max_windows=_subset(prepared.max_windows, prepared.n_windows_total) if prepared.max_windows else None,
         device_type=str(where).split(":")[0],
         dtype=dtype or str(param_dtype(model)).replace("torch.", ""),
         attn_implementation=attn_implementation(model),
         torch=versions["torch"],
         transformers=versions["transformers"],
         corpus_name=prepared.corpus.name,
-        n_windows_total=prepared.n_windows_total,
+        n_windows_total=prepared.n_windows_total if tokens or prepared.max_windows else 0,
         unpinned=unpinned,
     )
 

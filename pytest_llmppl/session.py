@@ -86,15 +86,28 @@ class Baseline:
         return f"Baseline(ppl={self.ppl:.4f}, source={self.source.value!r})"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
-    """One fixture call made concrete: settings, tokens and identity."""
+    """One fixture call made concrete: settings, prepared corpus and identity.  ``identity`` is
+    known without the tokens; ``spec`` is the same with the corpus's window count, from the
+    result that served the call (``learn_windows``) or, failing that, from the tokens."""
 
     settings: Settings
     prepared: Any  # measurement.Prepared
-    spec: MeasurementSpec
+    identity: MeasurementSpec
     device: str | None
     model_name: str
+
+    @property
+    def spec(self) -> MeasurementSpec:
+        if not self.identity.n_windows_total:
+            self.identity = dataclasses.replace(self.identity, n_windows_total=self.prepared.n_windows_total)
+        return self.identity
+
+    def learn_windows(self, n_windows_total: int) -> None:
+        """The window count from a result that serves this call (no tokens needed)."""
+        if not self.identity.n_windows_total:
+            self.identity = dataclasses.replace(self.identity, n_windows_total=int(n_windows_total))
 
     def subject(self, test: str, result: PerplexityResult | None = None) -> Subject:
         s, r = self.spec, result
@@ -147,7 +160,7 @@ class PPLSession:
         prepared = prepare(model, tokenizer, settings.corpus, settings.seqlen, protocol=settings.protocol,
                            stride=settings.stride, max_windows=settings.max_windows, store=self.store,
                            allow_long_seqlen=settings.allow_long_seqlen)
-        spec = identify(model, prepared, device, None if settings.dtype == "auto" else settings.dtype)
+        spec = identify(model, prepared, device, None if settings.dtype == "auto" else settings.dtype, tokens=False)
         return Call(settings, prepared, spec, device, model_name(model))
 
     def resolve_device(self, device: str | None) -> str | None:
@@ -169,14 +182,18 @@ class PPLSession:
         """A complete result for this identity from memory or the store, if there is one.
         ``fresh_only`` (--ppl-update-baselines): only what this run measured (here or in
         another xdist worker) counts."""
-        if self.settings.remeasure or call.spec.unpinned:
+        if self.settings.remeasure or call.identity.unpinned:
             return None, Source.MEASURED
-        hit = self._memo.get(call.spec.key)
+        hit = self._memo.get(call.identity.key)
         if hit is not None and (hit[1] or not fresh_only):
+            call.learn_windows(hit[0].n_windows_total)
             return hit[0], Source.MEMORY
         results = self._results()
-        found = results.get(call.spec, run=self.run_id if fresh_only else None) if results is not None else None
-        return (found, Source.CACHE) if found is not None else (None, Source.MEASURED)
+        found = results.get(call.identity, run=self.run_id if fresh_only else None) if results is not None else None
+        if found is None:
+            return None, Source.MEASURED
+        call.learn_windows(found.n_windows_total)
+        return dataclasses.replace(found, identity=call.spec), Source.CACHE
 
     def _measure(self, model: Any, call: Call, *, fresh_only: bool = False, order: list[int] | None = None,
                  stop: Any = None) -> tuple[PerplexityResult, Source]:
@@ -258,10 +275,10 @@ class PPLSession:
             raise PPLFailure(f"the baseline perplexity is {base_ppl}: a baseline must be finite to compare against.")
         base_spec = getattr(base, "identity", None)
         if base_spec is not None:
-            _refuse_mismatch(base_spec, call.spec)
+            _refuse_mismatch(base_spec, call)
         threshold = budget.threshold(base_ppl)
-        if base_spec is None or base_spec.model != call.spec.model:
-            self.candidates.setdefault(call.spec.model, test)
+        if base_spec is None or base_spec.model != call.identity.model:
+            self.candidates.setdefault(call.identity.model, test)
         recorded = self._recorded(call, test, index)
         updating = self.file is not None and self.settings.update_baselines
         result: PerplexityResult | None = None
@@ -294,7 +311,7 @@ class PPLSession:
         """A baseline whose weights a check judged as a pruned candidate earlier in this session:
         the shared dense model was pruned in place, and every later check would compare the
         pruned model with itself.  A warning; an error where it would be committed or trusted."""
-        checked_by = self.candidates.get(call.spec.model)
+        checked_by = self.candidates.get(call.identity.model)
         if checked_by is None:
             return
         msg = (f"ppl_baseline: these weights (id {call.spec.model_id}) are the pruned candidate that {checked_by} "
@@ -313,9 +330,9 @@ class PPLSession:
         argmax of memory or the store when they hold this identity.  For a baseline, a miss is
         explained: measured on another device type or dtype (a warning), or, under
         ``--ppl-strict``, a failure."""
-        if self.file is None or self.settings.update_baselines or call.spec.unpinned:
+        if self.file is None or self.settings.update_baselines or call.identity.unpinned:
             return None, ()
-        hit = self.file.find(call.spec)
+        hit = self.file.find(call.identity)
         if hit.entry is None:
             if baseline and hit.elsewhere:
                 entry = hit.elsewhere[0]
@@ -330,6 +347,7 @@ class PPLSession:
             return None, ()
         if hit.key is not None:
             self.file.used.add(hit.key)
+        call.learn_windows(hit.entry["n_windows_total"])
         differ = call.spec.runtime_differences(call.spec.with_runtime(hit.entry))
         notes = tuple(f"committed {'baseline' if baseline else 'result'} recorded with {name} {was}, "
                       f"this run has {now}" for name, (was, now) in differ.items())
@@ -369,7 +387,7 @@ class PPLSession:
             if self.settings.strict:
                 raise PPLFailure(self._missing_record_message(call, test, index))
             return Recorded(None, tolerance, AgainstRecord.NO_RECORD)
-        here = record_settings(call.spec)
+        here = record_settings(call.identity)
         differ = [name for name, value in here.items() if entry.get(name) != value]
         if differ:
             verb = "differs" if len(differ) == 1 else "differ"
@@ -381,8 +399,8 @@ class PPLSession:
                 raise PPLFailure(msg + " (--ppl-strict): record it again with --ppl-update-baselines on this runner.")
             warn_at_user(msg + "; record it again with --ppl-update-baselines.", RecordMismatchWarning)
             return Recorded(None, tolerance, AgainstRecord.NOT_COMPARED)
-        return Recorded(entry_result(entry, call.spec), tolerance, AgainstRecord.WITHIN,
-                        same_weights=entry.get("model_fingerprint") == call.spec.model)
+        return Recorded(entry_result(entry, call.identity), tolerance, AgainstRecord.WITHIN,
+                        same_weights=entry.get("model_fingerprint") == call.identity.model)
 
     def _missing_record_message(self, call: Call, test: str, index: int) -> str:
         assert self.file is not None
@@ -570,9 +588,10 @@ def _settings_text(values: dict[str, Any]) -> str:
                      if v is not None)
 
 
-def _refuse_mismatch(base: MeasurementSpec, check: MeasurementSpec) -> None:
-    differ = base.mismatch(check)
+def _refuse_mismatch(base: MeasurementSpec, call: Call) -> None:
+    differ = base.mismatch(call.identity)
     if differ:
+        check = call.spec
         verb = "differs" if len(differ) == 1 else "differ"
         contents = "tokenizer" in differ or "corpus" in differ
         raise PPLFailure(
