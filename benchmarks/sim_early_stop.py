@@ -10,9 +10,14 @@ differs from the full evaluation's verdict.  Cases:
   torch-pruning helper (6.25%, 12.5%, 25%) and with seeded weight noise;
 - synthetic worst cases: heavy-tailed differences (Student t, 2 and 1.5 degrees of freedom,
   i.e. infinite variance), drift along the corpus (differences that grow from the first
-  window to the last), a few huge outlier windows.
+  window to the last), a few huge outlier windows, skewed damage (lognormal, sigma 1 and 1.5:
+  a few windows carry most of it).
 
-    python benchmarks/sim_early_stop.py [--runs 2000] [--json out.json]
+A second study puts the threshold where the rule is tested hardest: at fixed distances of
+-1, -0.5, -0.25, 0.25, 0.5 and 1 full-corpus SE from the truth (negative: FAIL is right),
+``--near-runs`` runs each, and reports each case's worst error rate at 0.99.
+
+    python benchmarks/sim_early_stop.py [--runs 2000] [--near-runs 1000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -75,10 +80,14 @@ def synthetic_cases(seed: int = 0):
         outl = b + 0.03 + rng.normal(0, 0.01, n)
         outl[rng.choice(n, 3, replace=False)] += 2.0
         cases[f"3 outlier windows, N={n}"] = (b.tolist(), outl.tolist(), 1)
+    for n in (83, 140, 300):
+        b = rng.normal(2.0, 0.3, n)
+        for sigma in (1.0, 1.5):
+            cases[f"lognormal s={sigma:g}, N={n}"] = (b.tolist(), (b + 0.01 * rng.lognormal(0, sigma, n)).tolist(), 1)
     return cases
 
 
-def simulate(base, cand, weight, runs: int, confidence: float, seed: int = 1):
+def simulate(base, cand, weight, runs: int, confidence: float, seed: int = 1, at: float | None = None):
     n = len(base)
     w = [weight] * n
     d = [c - b for b, c in zip(base, cand)]
@@ -90,7 +99,7 @@ def simulate(base, cand, weight, runs: int, confidence: float, seed: int = 1):
     rng = random.Random(seed)
     out = []
     for _ in range(runs):
-        dist = rng.uniform(-12, 12)  # threshold - true, in SE_full units
+        dist = rng.uniform(-12, 12) if at is None else at  # threshold - true, in SE_full units
         ln_t = mean_c + dist * se_full
         rule = EarlyDecision({i: base[i] * weight for i in range(n)}, dict.fromkeys(range(n), weight),
                              math.exp(ln_t), confidence)
@@ -103,6 +112,9 @@ def simulate(base, cand, weight, runs: int, confidence: float, seed: int = 1):
         truth = "pass" if mean_c <= ln_t else "fail"
         out.append((dist, rule.verdict == truth, rule.decided_at / n))
     return out, mean_b, se_full
+
+
+NEAR = (-1.0, -0.5, -0.25, 0.25, 0.5, 1.0)
 
 
 def summarize(name, n, results, confidence):
@@ -121,6 +133,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=2000)
     ap.add_argument("--json")
+    ap.add_argument("--near-runs", type=int, default=1000)
     ap.add_argument("--no-real", action="store_true", help="synthetic cases only (no model runs)")
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -143,8 +156,21 @@ def main(argv=None) -> int:
              / sum(r["runs"] for r in rows if r["confidence"] == c) for c in (0.99, 0.95)}
     print(f"\noverall error rate: {100 * total[0.99]:.3f}% at 0.99, {100 * total[0.95]:.3f}% at 0.95 "
           f"({time.time() - t0:.0f} s)")
+    near = []
+    print(f"\nnear the threshold, 0.99, {args.near_runs} runs per distance: worst error rate per case")
+    for name, (base, cand, weight) in cases.items():
+        rates = {}
+        for at in NEAR:
+            results, _, _ = simulate(base, cand, weight, args.near_runs, 0.99, at=at)
+            rates[at] = sum(1 for _, ok, _ in results if not ok) / len(results)
+        worst_at = max(rates, key=rates.get)
+        near.append({"case": name, "N": len(base), "runs_per_distance": args.near_runs, "error_by_distance_se": rates,
+                     "worst": rates[worst_at], "worst_at": worst_at})
+        print(f"{name:28s} {len(base):4d}  worst {100 * rates[worst_at]:5.2f}% at {worst_at:+g} SE  "
+              + " ".join(f"{at:+g}:{100 * r:.2f}" for at, r in rates.items()), flush=True)
+    print(f"worst over all cases and distances: {100 * max(r['worst'] for r in near):.2f}%")
     if args.json:
-        summary = {"date": time.strftime("%Y-%m-%d"), "rows": rows, "overall": total}
+        summary = {"date": time.strftime("%Y-%m-%d"), "rows": rows, "overall": total, "near": near}
         Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0
 

@@ -275,7 +275,7 @@ class RunHooks:
         stats = getattr(terminal, "stats", {}) or {}
         outcomes = {k: len(stats.get(k, [])) for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
         self.end_lines = self.session.finish(_whole_files(session, self.session), outcomes,
-                                             " ".join(pytest_report_header(self.config)))
+                                             "\n".join(pytest_report_header(self.config)))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if hasattr(self.config, "workerinput"):

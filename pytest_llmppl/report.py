@@ -218,32 +218,102 @@ def json_report(records: list[Record], settings: Settings, outcomes: dict[str, i
     return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
 
+# What a reviewer reads in a GitHub step summary (~1,000 px): the verdict first, then the numbers
+# it rests on; settings every row shares go to one line above the table instead of a column each.
+MD_TEST_WIDTH = 48
+SHARED = ("model", "corpus", "protocol", "seqlen", "budget")
+
+
 def markdown(records: list[Record], header: str = "", outcomes: dict[str, int] | None = None) -> str:
-    """A GitHub-flavoured markdown table (test ids in code spans, pipes escaped) and, per failing
-    check, a mermaid chart of the NLL rise along the corpus."""
+    """A GitHub-flavoured markdown table (verdict first, test ids in code spans, pipes escaped) and,
+    per failing check, its message and a mermaid chart of the NLL rise along the corpus."""
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    columns, rows = _grid(records)
+    rows = table_records(records)
+    columns = [c for c in MD_COLUMNS if c.shown(rows)]
+    shared = {c.header: c.cell(rows[0]) for c in columns if c.header in SHARED and rows
+              and len({c.cell(r) for r in rows}) == 1}
+    columns = [c for c in columns if c.header not in shared]
     icons = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "NAN": "⚠️ NaN"}
     lines = ["### pytest-llmppl perplexity checks", ""]
-    if header:
-        lines += [cell(header), ""]
+    for line in header.splitlines():  # one paragraph each: the settings, the versions note
+        lines += [cell(line), ""]
+    if shared:
+        lines += [" · ".join(f"{k} **{cell(v)}**" for k, v in shared.items() if v), ""]
     lines.append("| " + " | ".join(c.header for c in columns) + " |")
     lines.append("|" + "|".join("---:" if c.numeric else "---" for c in columns) + "|")
-    for row in rows:
+    for r in rows:
         shown = []
-        for c, value in zip(columns, row):
+        for c in columns:
+            value = c.cell(r)
             if c.header == "test":
-                value = f"`{value.replace('`', '')}`"
+                value = f"`{shorten_middle(value, MD_TEST_WIDTH).replace('`', '')}`"
             elif c.header == "verdict":
                 value = icons.get(value, value)
             shown.append(cell(value))
         lines.append("| " + " | ".join(shown) + " |")
     lines += ["", _footer(records, outcomes or {})]
-    for r in [r for r in records if isinstance(r, CheckRecord) and r.verdict is Verdict.FAIL][:MAX_CHARTS]:
-        lines += ["", *_chart(r)]
+    charted: set[tuple[str, str, tuple[float | None, ...]]] = set()
+    failing = [r for r in records if isinstance(r, CheckRecord) and r.verdict is not Verdict.PASS]
+    for r in failing[:MAX_CHARTS]:
+        lines += ["", *_details(r, charted)]
     return "\n".join(lines) + "\n"
+
+
+def _kind(r: Record) -> str:
+    """The verdict cell: a check's verdict; what a baseline or plain measurement row is."""
+    return _verdict(r) if isinstance(r, CheckRecord) else ("baseline" if isinstance(r, BaselineRecord)
+                                                             else "measured")
+
+
+def _threshold(r: Record) -> str:
+    if not isinstance(r, CheckRecord):
+        return ""
+    text = _num(r.threshold)
+    if r.regression_threshold is not None:
+        text += f" / {_num(r.regression_threshold)}"
+    return text
+
+
+MD_COLUMNS: tuple[Column, ...] = (
+    Column("verdict", _kind),
+    Column("test", lambda r: r.subject.test),
+    Column("measured", _measured, numeric=True),
+    Column("threshold", _threshold, numeric=True),
+    Column("baseline", _baseline, numeric=True),
+    Column("Δ", _delta, numeric=True),
+    Column("recorded", _recorded, numeric=True, shown=_has_records),
+    Column("vs recorded", _vs_recorded, numeric=True, shown=_has_records),
+    Column("top-1", _top1, numeric=True),
+    Column("budget", lambda r: r.budget if isinstance(r, CheckRecord) else "", numeric=True),
+    Column("model", lambda r: short_name(r.subject.model)),
+    Column("id", lambda r: r.subject.model_id),
+    Column("corpus", _corpus),
+    Column("protocol", _protocol, shown=_non_default_protocol),
+    Column("seqlen", lambda r: str(r.subject.seqlen), numeric=True),
+    Column("source", _source),
+    Column("seconds", lambda r: f"{r.seconds:.2f}", numeric=True),
+)
+
+
+def _details(r: CheckRecord, charted: set[tuple[str, str, tuple[float | None, ...]]]) -> list[str]:
+    """A failing check's message, and its chart unless an identical one is already shown (two tests
+    checking the same model against the same baseline)."""
+    from .decision import failure_message
+
+    worst = "; ".join(f"window {w.window}{' in ' + repr(w.heading) if w.heading else ''} "
+                      f"{signed(w.delta_nll, 3)} nats/token" for w in (r.worst or r.worst_recorded))
+    lines = [f"<details open><summary><code>{r.subject.test}</code>: {_kind(r)}"
+             f"{': where it got worse: ' + worst if worst else ''}</summary>", "", "```text",
+             failure_message(r), "```", ""]
+    key = (r.subject.model_id, r.baseline_model_id, r.window_delta)
+    if key not in charted:
+        charted.add(key)
+        lines += _chart(r)
+    else:
+        lines += ["(the same model against the same baseline as a chart above)", ""]
+    return [*lines, "</details>"]
 
 
 def _footer(records: list[Record], outcomes: dict[str, int]) -> str:
@@ -256,24 +326,19 @@ def _footer(records: list[Record], outcomes: dict[str, int]) -> str:
 
 
 def _chart(r: CheckRecord) -> list[str]:
-    """Mermaid ``xychart-beta``: ΔNLL per token of each window, in corpus order."""
+    """Mermaid ``xychart-beta``: ΔNLL per token of each window, in corpus order (bars below zero
+    where a window got better)."""
     values = [0.0 if d is None or not math.isfinite(d) else round(d, 4) for d in r.window_delta]
     if not values:
         return []
     lo, hi = min(0.0, *values), max(0.0, *values)
-    title = f"ΔNLL per window (nats/token): {r.subject.test}".replace('"', "'")
-    worst = "; ".join(f"window {w.window}{' in ' + repr(w.heading) if w.heading else ''} {signed(w.delta_nll, 3)}"
-                      for w in r.worst)
     return [
-        f"<details open><summary>{r.subject.test}: where it got worse{': ' + worst if worst else ''}</summary>",
-        "",
         "```mermaid",
         "xychart-beta",
-        f'    title "{title}"',
+        '    title "ΔNLL per window (nats/token)"',
         f'    x-axis "window" [{", ".join(str(i) for i in r.window_index)}]',
-        f'    y-axis "ΔNLL" {lo:.4f} --> {hi if hi > lo else lo + 1e-3:.4f}',
+        f'    y-axis "ΔNLL (nats/token)" {lo:.4f} --> {hi if hi > lo else lo + 1e-3:.4f}',
         f"    bar [{', '.join(f'{v:.4f}' for v in values)}]",
         "```",
         "",
-        "</details>",
     ]

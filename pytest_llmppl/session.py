@@ -222,19 +222,29 @@ class PPLSession:
 
     def _obtain(self, model: Any, call: Call, test: str, *,
                 baseline: bool = False) -> tuple[PerplexityResult, Source, tuple[str, ...]]:
-        """The committed file, memory, the store, or measured.  While updating only what this run
-        measured counts (``fresh_only``)."""
-        updating = self.file is not None and self.settings.update_baselines
+        """Served (``_serve``), else measured; a served result is remembered for this process."""
+        found, source, notes = self._serve(call, test, baseline=baseline)
+        if found is None:
+            found, source = self._measure(model, call, fresh_only=self._updating)
+        if source is not Source.MEASURED:
+            self._memo.setdefault(call.spec.key, (found, False))
+        return found, source, notes
+
+    def _serve(self, call: Call, test: str, *,
+               baseline: bool = False) -> tuple[PerplexityResult | None, Source, tuple[str, ...]]:
+        """The committed file, then memory, then the store.  The file comes first for a baseline
+        even with ``--ppl-remeasure`` (it is what the suite compares against); while updating only
+        what this run measured counts (``fresh_only``)."""
         if baseline or not self.settings.remeasure:
             found, notes = self._from_file(call, test, baseline=baseline)
             if found is not None:
                 return found, Source.FILE, notes
-        found, source = self._served(call, fresh_only=updating)
-        if found is None:
-            found, source = self._measure(model, call, fresh_only=updating)
-        if source is not Source.MEASURED:
-            self._memo.setdefault(call.spec.key, (found, False))
+        found, source = self._served(call, fresh_only=self._updating)
         return found, source, ()
+
+    @property
+    def _updating(self) -> bool:
+        return self.file is not None and self.settings.update_baselines
 
     # -- the three fixtures ------------------------------------------------------------
     def measure(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> PerplexityResult:
@@ -252,7 +262,7 @@ class PPLSession:
         call = self._call(model, tokenizer, overrides, "ppl_baseline")
         self._refuse_a_candidate(call)
         found, source, notes = self._obtain(model, call, test, baseline=True)
-        if self.file is not None and self.settings.update_baselines:
+        if self.file is not None and self._updating:
             self._record_in_file(call, found, test)
         elif self.file is not None and source is not Source.FILE:
             self.file.used.add(call.spec.file_key)
@@ -280,23 +290,16 @@ class PPLSession:
         if base_spec is None or base_spec.model != call.identity.model:
             self.candidates.setdefault(call.identity.model, test)
         recorded = self._recorded(call, test, index)
-        updating = self.file is not None and self.settings.update_baselines
-        result: PerplexityResult | None = None
-        source = Source.MEASURED
-        if not self.settings.remeasure:
-            result, _ = self._from_file(call, test)
-            source = Source.FILE
-            if result is None:
-                result, source = self._served(call, fresh_only=updating)
+        result, source, _ = self._serve(call, test)
         rules, order = None, None
         if result is None:
-            if not updating:  # a record must be complete: no early verdict while recording
+            if not self._updating:  # a record must be complete: no early verdict while recording
                 rules, order = early_rules(base, base_spec, call, threshold, recorded)
-            result, source = self._measure(model, call, fresh_only=updating, order=order,
+            result, source = self._measure(model, call, fresh_only=self._updating, order=order,
                                            stop=rules.decided if rules is not None else None)
             if source is not Source.MEASURED:
                 rules = None  # another worker's complete result: exact, no early estimate
-        if updating:
+        if self._updating:
             self._record_check(call, result, test, index)
         record = decide(call, test, base, base_ppl, base_source, result, source, budget, threshold, rules,
                         time.perf_counter() - t0, recorded)

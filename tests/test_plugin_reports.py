@@ -135,3 +135,40 @@ def test_json_report_is_valid_with_nan(pytester):
     pytester.runpytest("--ppl-report=report.json", "-k", "nan")
     text = (pytester.path / "report.json").read_text()
     assert "NaN" not in text and json.loads(text)["summary"]["nan"] == 1
+
+
+def test_markdown_reads_in_a_step_summary(pytester):
+    """Verdict first, shared settings above the table, thresholds, each failure's message with the
+    unit of its worst windows, one chart per distinct failure, baseline/measure rows labelled,
+    header lines as separate paragraphs."""
+    project(pytester, """
+from conftest import damage
+
+def test_fail_a(model, tok, ppl_baseline, ppl_check):
+    base = ppl_baseline(model, tok)
+    damage(model, 0.3)
+    ppl_check(model, tok, baseline=base, budget="1%")
+
+def test_fail_b(model, tok, ppl_baseline, ppl_check):
+    base = ppl_baseline(model, tok)
+    damage(model, 0.3)
+    ppl_check(model, tok, baseline=base, budget="1%")
+
+def test_given(model, tok, ppl_check):
+    ppl_check(model, tok, baseline=1.0, budget="1%")
+
+def test_plain(model, tok, ppl_of):
+    ppl_of(model, tok)
+""")
+    pytester.runpytest("--ppl-report-md=summary.md", "-p", "no:randomly").assert_outcomes(passed=1, failed=3)
+    md = (pytester.path / "summary.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| verdict | test | measured | threshold |")
+    assert "seqlen **128**" in md and "| seqlen |" not in md  # shared by every row: said once
+    assert any(line.startswith("| measured | `test_suite.py::test_plain`") for line in table)
+    assert md.count("```mermaid") == 1  # test_fail_b's chart would repeat test_fail_a's
+    assert "(the same model against the same baseline as a chart above)" in md
+    assert md.count("<summary><code>") == 3  # the failure against a plain number has its details too
+    assert md.count("ppl_check: PPL ") == 3 and "nats/token" in md.split("```mermaid")[0]
+    paragraphs = md.split("\n\n")
+    assert any(p.startswith("llmppl: budget=") and "\n" not in p for p in paragraphs)
