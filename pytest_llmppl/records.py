@@ -106,6 +106,7 @@ class MeasureRecord:
     measured: float | None
     measured_source: Source
     seconds: float
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

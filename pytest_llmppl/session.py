@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # loaded on first use: a run that calls no ppl fixture never 
     from .result import PerplexityResult
 
 
+WAITED = "waited"
+
+
 class PPLFailure(AssertionError):
     """A check over budget, a non-finite perplexity, a baseline that does not match its check,
     or a strict miss: an ordinary test failure, reported as one message."""
@@ -131,6 +134,7 @@ class PPLSession:
     deselected: int = 0
     checks_made: dict[str, int] = field(default_factory=dict)  # test -> ppl_check calls so far
     candidates: dict[str, str] = field(default_factory=dict)  # weights checked as a candidate -> first test
+    waited: dict[str, float] = field(default_factory=dict)  # key -> seconds waited for another worker's result
     _sent: dict[str, Any] = field(default_factory=dict)  # file changes already sent to the xdist controller
     _memo: dict[str, tuple[PerplexityResult, bool]] = field(default_factory=dict)  # key -> (result, measured here)
     _store: Any = None
@@ -201,9 +205,11 @@ class PPLSession:
         results = self._results()
         if results is None or call.spec.unpinned:
             return self._forward(model, call, order, stop), Source.MEASURED
+        t0 = time.perf_counter()
         with results.lock(call.spec):
             found, source = self._served(call, fresh_only=fresh_only)
-            if found is not None:
+            if found is not None:  # another xdist worker measured it while this one waited
+                self.waited[call.spec.key] = time.perf_counter() - t0
                 return found, source
             result = self._forward(model, call, order, stop)
             results.put(call.spec, result, run=self.run_id)
@@ -253,7 +259,7 @@ class PPLSession:
         call = self._call(model, tokenizer, overrides, "ppl_of")
         result, source, _ = self._obtain(model, call, test)
         self.pending.append(MeasureRecord(call.subject(test, result), _finite_or_none(result.ppl), source,
-                                          time.perf_counter() - t0))
+                                          time.perf_counter() - t0, self._wait_note(call)))
         return result
 
     def baseline(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> Baseline:
@@ -267,7 +273,7 @@ class PPLSession:
         elif self.file is not None and source is not Source.FILE:
             self.file.used.add(call.spec.file_key)
         self.pending.append(BaselineRecord(call.subject(test, found), _finite_or_none(found.ppl), source,
-                                           time.perf_counter() - t0, notes))
+                                           time.perf_counter() - t0, notes + self._wait_note(call)))
         return Baseline(found, source, found.identity or call.spec, call.model_name)
 
     def check(self, model: Any, tokenizer: Any = None, *, baseline: Any, budget: Budget, test: str = "",
@@ -303,12 +309,19 @@ class PPLSession:
             self._record_check(call, result, test, index)
         record = decide(call, test, base, base_ppl, base_source, result, source, budget, threshold, rules,
                         time.perf_counter() - t0, recorded)
+        if self._wait_note(call):
+            record = dataclasses.replace(record, notes=record.notes + self._wait_note(call))
         self.pending.append(record)
         if record.verdict is not Verdict.PASS:
             from .decision import failure_message
 
             raise PPLFailure(failure_message(record))
         return result
+
+    def _wait_note(self, call: Call) -> tuple[str, ...]:
+        """A record's note when its seconds were mostly a wait for another xdist worker."""
+        wait = self.waited.get(call.identity.key)
+        return (f"{WAITED} {wait:.1f} s for another xdist worker measuring it",) if wait else ()
 
     def _refuse_a_candidate(self, call: Call) -> None:
         """A baseline whose weights a check judged as a pruned candidate earlier in this session:

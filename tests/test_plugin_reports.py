@@ -172,3 +172,18 @@ def test_plain(model, tok, ppl_of):
     assert md.count("ppl_check: PPL ") == 3 and "nats/token" in md.split("```mermaid")[0]
     paragraphs = md.split("\n\n")
     assert any(p.startswith("llmppl: budget=") and "\n" not in p for p in paragraphs)
+
+
+def test_a_wait_for_another_worker_is_said():
+    """A row whose seconds were a wait for another xdist worker's measurement says so."""
+    from pytest_llmppl.records import BaselineRecord, Source, Subject
+    from pytest_llmppl.report import terminal_table
+
+    subject = Subject(test="t.py::test_b", model="m", model_id="abcd1234", corpus="c.txt", seqlen=128,
+                      protocol="torch-pruning", stride=None, n_windows=140, n_windows_total=140, device="cuda",
+                      dtype="bfloat16")
+    waited = BaselineRecord(subject, 1.75, Source.CACHE, 12.3, ("waited 12.3 s for another xdist worker measuring it",))
+    plain = BaselineRecord(subject, 1.75, Source.CACHE, 0.01)
+    table = terminal_table([waited]).splitlines()[-1]
+    assert "cache (waited)" in table and "12.30" in table
+    assert "waited" not in terminal_table([plain])
