@@ -111,23 +111,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+# The markers and how their one value is checked (at collection, before any model loads).
+MARKERS = {"ppl_budget": (parse_budget, "2.0 or '5%'"),
+           "ppl_regression_tolerance": (parse_tolerance, "0.5, '1%' or 'off'")}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        for mark in item.iter_markers("ppl_budget"):
-            if len(mark.args) != 1 or mark.kwargs:
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.ppl_budget takes one value, e.g. 2.0 or '5%'")
-            try:
-                parse_budget(mark.args[0])
-            except LLMPPLError as exc:
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.ppl_budget: {exc}") from None
-        for mark in item.iter_markers("ppl_regression_tolerance"):
-            if len(mark.args) != 1 or mark.kwargs:
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.ppl_regression_tolerance takes one value, "
-                                        "e.g. 0.5, '1%' or 'off'")
-            try:
-                parse_tolerance(mark.args[0])
-            except LLMPPLError as exc:
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.ppl_regression_tolerance: {exc}") from None
+        for name, (parse, example) in MARKERS.items():
+            for mark in item.iter_markers(name):
+                if len(mark.args) != 1 or mark.kwargs:
+                    raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name} takes one value, e.g. {example}")
+                try:
+                    parse(mark.args[0])
+                except LLMPPLError as exc:
+                    raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name}: {exc}") from None
 
 
 # -- fixtures -------------------------------------------------------------------

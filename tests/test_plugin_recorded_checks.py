@@ -210,3 +210,11 @@ def test_update_keeps_records_of_tests_it_did_not_run_and_drops_gone_ones(pytest
         "def test_dense_is_sane")[1])
     pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", *FRESH).assert_outcomes(passed=1)
     assert json.loads(path.read_text())["checks"] == {}
+
+
+def test_a_bad_tolerance_marker_is_a_usage_error(pytester):
+    marked = SUITE.replace("def test_pruned", "@pytest.mark.ppl_regression_tolerance('lots')\ndef test_pruned")
+    project(pytester, marked)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_pruned: @pytest.mark.ppl_regression_tolerance: invalid regression tolerance*"])
