@@ -62,6 +62,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
         prewarm(auto_device or settings.device or "cuda")
     session = PPLSession(settings, file=file, auto_device=auto_device, cache_root=cache_root)
+    from .progress import progress_for
+
+    session.progress = progress_for(config)
     run_id = getattr(config, "workerinput", {}).get("llmppl_run_id")
     if run_id:
         session.run_id = run_id

@@ -100,6 +100,7 @@ class Call:
     identity: MeasurementSpec
     device: str | None
     model_name: str
+    label: str = ""  # "ppl_check in test_x.py::test_y": what a progress line names
 
     @property
     def spec(self) -> MeasurementSpec:
@@ -135,6 +136,7 @@ class PPLSession:
     checks_made: dict[str, int] = field(default_factory=dict)  # test -> ppl_check calls so far
     candidates: dict[str, str] = field(default_factory=dict)  # weights checked as a candidate -> first test
     waited: dict[str, float] = field(default_factory=dict)  # key -> seconds waited for another worker's result
+    progress: Any = None  # (label) -> engine progress callback with close(); set by the plugin
     _sent: dict[str, Any] = field(default_factory=dict)  # file changes already sent to the xdist controller
     _memo: dict[str, tuple[PerplexityResult, bool]] = field(default_factory=dict)  # key -> (result, measured here)
     _store: Any = None
@@ -155,7 +157,7 @@ class PPLSession:
         return ResultStore(self.store) if self.store is not None else None
 
     # -- identifying a call ----------------------------------------------------------
-    def _call(self, model: Any, tokenizer: Any, overrides: dict[str, Any], fixture: str) -> Call:
+    def _call(self, model: Any, tokenizer: Any, overrides: dict[str, Any], fixture: str, test: str = "") -> Call:
         from .measurement import identify, prepare
 
         check_arguments(model, tokenizer, fixture)
@@ -165,7 +167,7 @@ class PPLSession:
                            stride=settings.stride, max_windows=settings.max_windows, store=self.store,
                            allow_long_seqlen=settings.allow_long_seqlen)
         spec = identify(model, prepared, device, None if settings.dtype == "auto" else settings.dtype, tokens=False)
-        return Call(settings, prepared, spec, device, model_name(model))
+        return Call(settings, prepared, spec, device, model_name(model), f"{fixture} {test}".strip())
 
     def resolve_device(self, device: str | None) -> str | None:
         """``auto`` as resolved at start-up (or now); a per-call device checked as options are."""
@@ -219,9 +221,14 @@ class PPLSession:
         from .measurement import run
 
         s = call.settings
-        result = run(model, call.prepared, batch_size=s.batch_size, device=call.device,
-                     dtype=None if s.dtype == "auto" else s.dtype, order=order, stop=stop, top1=True,
-                     identity=call.spec)
+        shown = self.progress(call.label) if self.progress is not None else None
+        try:
+            result = run(model, call.prepared, batch_size=s.batch_size, device=call.device,
+                         dtype=None if s.dtype == "auto" else s.dtype, order=order, stop=stop, top1=True,
+                         identity=call.spec, progress=shown)
+        finally:
+            if shown is not None:
+                shown.close()
         if result.n_windows == call.spec.n_windows and not call.spec.unpinned:
             self._memo[call.spec.key] = (result, True)
         return result
@@ -256,7 +263,7 @@ class PPLSession:
     def measure(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> PerplexityResult:
         """``ppl_of``: a result (served when this identity was measured or recorded before)."""
         t0 = time.perf_counter()
-        call = self._call(model, tokenizer, overrides, "ppl_of")
+        call = self._call(model, tokenizer, overrides, "ppl_of", test)
         result, source, _ = self._obtain(model, call, test)
         self.pending.append(MeasureRecord(call.subject(test, result), _finite_or_none(result.ppl), source,
                                           time.perf_counter() - t0, self._wait_note(call)))
@@ -265,7 +272,7 @@ class PPLSession:
     def baseline(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> Baseline:
         """``ppl_baseline``: from the committed file, memory, the store, or measured once."""
         t0 = time.perf_counter()
-        call = self._call(model, tokenizer, overrides, "ppl_baseline")
+        call = self._call(model, tokenizer, overrides, "ppl_baseline", test)
         self._refuse_a_candidate(call)
         found, source, notes = self._obtain(model, call, test, baseline=True)
         if self.file is not None and self._updating:
@@ -283,7 +290,7 @@ class PPLSession:
         from .decision import decide, early_rules
 
         t0 = time.perf_counter()
-        call = self._call(model, tokenizer, overrides, "ppl_check")
+        call = self._call(model, tokenizer, overrides, "ppl_check", test)
         index = self.checks_made.get(test, 0)
         self.checks_made[test] = index + 1
         base, base_source, base_ppl = _unpack_baseline(baseline)
