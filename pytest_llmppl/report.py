@@ -278,24 +278,13 @@ def _threshold(r: Record) -> str:
     return text
 
 
+_BY_HEADER = {c.header: c for c in COLUMNS}
 MD_COLUMNS: tuple[Column, ...] = (
     Column("verdict", _kind),
-    Column("test", lambda r: r.subject.test),
-    Column("measured", _measured, numeric=True),
+    _BY_HEADER["test"], _BY_HEADER["measured"],
     Column("threshold", _threshold, numeric=True),
-    Column("baseline", _baseline, numeric=True),
-    Column("Δ", _delta, numeric=True),
-    Column("recorded", _recorded, numeric=True, shown=_has_records),
-    Column("vs recorded", _vs_recorded, numeric=True, shown=_has_records),
-    Column("top-1", _top1, numeric=True),
-    Column("budget", lambda r: r.budget if isinstance(r, CheckRecord) else "", numeric=True),
-    Column("model", lambda r: short_name(r.subject.model)),
-    Column("id", lambda r: r.subject.model_id),
-    Column("corpus", _corpus),
-    Column("protocol", _protocol, shown=_non_default_protocol),
-    Column("seqlen", lambda r: str(r.subject.seqlen), numeric=True),
-    Column("source", _source),
-    Column("seconds", lambda r: f"{r.seconds:.2f}", numeric=True),
+    *(_BY_HEADER[h] for h in ("baseline", "Δ", "recorded", "vs recorded", "top-1", "budget", "model", "id", "corpus",
+                              "protocol", "seqlen", "source", "seconds")),
 )
 
 
