@@ -131,6 +131,8 @@ class BaselinesFile:
     updated_checks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
     format: str = FILE_FORMAT
+    _by_key: dict[str, tuple[dict[str, Any], str | None]] | None = field(default=None, repr=False)
+    _by_weights: dict[str, list[tuple[str, dict[str, Any], bool]]] | None = field(default=None, repr=False)
 
     @property
     def folder(self) -> Path:
@@ -193,22 +195,38 @@ class BaselinesFile:
         """The entry with this identity (this run's first, then the file's baselines, then its
         recorded checks); else the entries for the same model and settings on another device
         type or dtype (a 0.2 entry, keyed without them, counts as found when they match)."""
-        for key, entry in (*self.updated.items(), *self.entries.items()):
-            if entry_keys(entry)[0] == spec.file_key:
-                return Lookup(entry, key)
-        for entries in self.checks.values():
-            for entry in entries:
-                if entry_keys(entry)[0] == spec.file_key:
-                    return Lookup(entry)
+        if spec.file_key in self.updated:  # recorded this run, under its file key
+            return Lookup(self.updated[spec.file_key], spec.file_key)
+        by_key, by_weights = self._index()
+        if spec.file_key in by_key:
+            return Lookup(*by_key[spec.file_key])
         elsewhere = []
-        for key, entry in self.entries.items():
-            legacy = entry_keys(entry)[0] is None
-            if (key if legacy else entry_keys(entry)[1]) != spec.weights_key:
-                continue
+        for key, entry, legacy in by_weights.get(spec.weights_key, ()):
             if legacy and (entry.get("device"), entry.get("dtype")) == (spec.device_type, spec.dtype):
                 return Lookup(entry, key)
             elsewhere.append(entry)
         return Lookup(elsewhere=tuple(elsewhere))
+
+    def _index(self) -> tuple[dict[str, tuple[dict[str, Any], str | None]],
+                              dict[str, list[tuple[str, dict[str, Any], bool]]]]:
+        """The loaded entries by file key (baselines before recorded checks) and baselines by weights
+        key, built once: the loaded file does not change during a run."""
+        if self._by_key is None or self._by_weights is None:
+            by_key: dict[str, tuple[dict[str, Any], str | None]] = {}
+            by_weights: dict[str, list[tuple[str, dict[str, Any], bool]]] = {}
+            for key, entry in self.entries.items():
+                file_key, weights_key = entry_keys(entry)
+                if file_key is not None:
+                    by_key.setdefault(file_key, (entry, key))
+                by_weights.setdefault(key if file_key is None else weights_key, []).append(
+                    (key, entry, file_key is None))
+            for entries in self.checks.values():
+                for entry in entries:
+                    file_key = entry_keys(entry)[0]
+                    if file_key is not None:
+                        by_key.setdefault(file_key, (entry, None))
+            self._by_key, self._by_weights = by_key, by_weights
+        return self._by_key, self._by_weights
 
     def recorded_check(self, test: str, index: int) -> dict[str, Any] | None:
         """The committed record of the ``index``-th (0-based) ``ppl_check`` call of ``test``."""
