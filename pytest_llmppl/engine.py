@@ -48,6 +48,8 @@ class EngineOutput:
     device: str
     dtype: str
     top1: dict[int, Any] | None = None  # window -> int32 array of top-1 predictions at its scored positions
+    topk: Any = None        # divergence.DenseTopK: this model's top-k at every scored position (keep_topk)
+    divergence: Any = None  # divergence.TokenDivergence: per token, against ``reference``
 
 
 def resolve_seqlen(model, seqlen: int | None, allow_long: bool = False) -> int:
@@ -154,14 +156,17 @@ def _global_hooks() -> bool:
 def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", stride: int | None = None,
                  max_windows: int | None = None, first_windows: int | None = None, batch_size="auto",
                  device=None, dtype=None, head: str = "auto", progress=None,
-                 order: list[int] | None = None, stop=None, want_argmax: bool = False) -> EngineOutput:
+                 order: list[int] | None = None, stop=None, want_argmax: bool = False, keep_topk: int = 0,
+                 reference: Any = None, reference_key: str = "") -> EngineOutput:
     """Per-window NLLs of ``model`` on the token stream ``ids`` (1-D int array).
 
     ``first_windows`` keeps only the corpus's first N windows (C4's 256); ``max_windows``
     then takes an evenly spread subset.  ``order`` evaluates the chosen windows in that
     order (results still returned in corpus order); ``stop(done_indices, nlls)`` may end
     the run early (returns True); ``want_argmax`` also returns each scored position's
-    top-1 prediction (``top1``).
+    top-1 prediction (``top1``); ``keep_topk`` the model's top-k there (``topk``, a
+    ``DenseTopK``: what a baseline keeps); ``reference`` (a dense model's ``DenseTopK``
+    covering the chosen windows) the per-token divergence from it (``divergence``).
     """
     import numpy as np
     import torch
@@ -183,7 +188,8 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
         # pageable memory would make the host wait for the GPU before every forward.
         stream = torch.as_tensor(ids, dtype=torch.long).to(in_device)
         run = _BatchRun(model, stream, windows, protocol, path, cast, want_argmax,
-                        BatchSizer(batch_size, in_device, model, seqlen))
+                        BatchSizer(batch_size, in_device, model, seqlen), keep_topk,
+                        _DeviceReference(reference, windows, chosen, in_device) if reference is not None else None)
         run.over(chosen, progress, stop)
         _empty_cache(in_device)
     done = sorted(run.nll)
@@ -199,6 +205,8 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
         device=str(in_device),
         dtype=str(cast or param_dtype(model)).replace("torch.", ""),
         top1={i: run.tops[i].cpu().numpy() for i in done} if want_argmax else None,
+        topk=run.dense_topk(done) if keep_topk else None,
+        divergence=run.token_divergence(done, reference_key) if reference is not None else None,
     )
 
 
@@ -219,11 +227,14 @@ class _BatchRun:
     read), halves the batch on out-of-memory, and consults the stop rule."""
 
     def __init__(self, model, stream, windows: list[Window], protocol: str, path: str, cast, want_argmax: bool,
-                 sizer: BatchSizer):
+                 sizer: BatchSizer, keep_topk: int = 0, reference: _DeviceReference | None = None):
         self.model, self.stream, self.windows, self.protocol = model, stream, windows, protocol
         self.path, self.cast, self.want_argmax, self.sizer = path, cast, want_argmax, sizer
+        self.keep_topk, self.reference = keep_topk, reference
         self.nll: dict[int, float] = {}
         self.tops: dict[int, Any] = {}
+        self.topks: dict[int, tuple[Any, ...]] = {}  # window -> (ids, logp, rest, ce) over its scored positions
+        self.divs: dict[int, tuple[Any, ...]] = {}   # window -> (kl, dp, same top) over its scored positions
         self.pending: list = []
         self.forwarded = 0
 
@@ -253,7 +264,9 @@ class _BatchRun:
         tb = time.perf_counter()
         try:
             with (torch.autocast(batch.device.type, dtype=self.cast) if self.cast is not None else nullcontext()):
-                ce, top = token_ce(self.model, batch, self.path, argmax=self.want_argmax)
+                outputs = token_ce(self.model, batch, self.path, argmax=self.want_argmax, keep_topk=self.keep_topk,
+                                   noise=self._noise(group, batch) if self.keep_topk else None,
+                                   reference=self.reference.batch(group) if self.reference is not None else None)
         except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
             if not self.sizer.shrink():
                 raise ModelError(
@@ -262,13 +275,39 @@ class _BatchRun:
                 ) from exc
             _empty_cache(batch.device)
             return False
+        ce = outputs.ce
         self.pending.append((group, _window_sums(ce, [windows[i].score_from for i in group])))
-        if top is not None:
-            for b, i in enumerate(group):
-                self.tops[i] = top[b, windows[i].score_from - 1:]
+        for b, i in enumerate(group):
+            scored = slice(windows[i].score_from - 1, None)
+            if outputs.top is not None:
+                self.tops[i] = outputs.top[b, scored]
+            if outputs.topk is not None:
+                self.topks[i] = (*(part[b, scored] for part in outputs.topk), ce[b, scored])
+            if outputs.divergence is not None:
+                self.divs[i] = tuple(part[b, scored] for part in outputs.divergence)
         self.forwarded += batch.numel()
         self.sizer.record(len(group), batch.numel(), time.perf_counter() - tb)
         return True
+
+    def _noise(self, group: list[int], batch) -> Any:
+        import torch
+
+        from .divergence import window_noise
+
+        return torch.stack([window_noise(i, batch.shape[1] - 1) for i in group]).to(batch.device)
+
+    def dense_topk(self, done: list[int]) -> Any:
+        from .divergence import TAIL_SAMPLES, DenseTopK
+
+        parts = [{i: self.topks[i][j].cpu().numpy() for i in done} for j in range(len(DenseTopK.PARTS))]
+        return DenseTopK(self.keep_topk, TAIL_SAMPLES, *parts)
+
+    def token_divergence(self, done: list[int], against: str) -> Any:
+        from .divergence import TokenDivergence
+
+        assert self.reference is not None
+        parts = [{i: self.divs[i][j].cpu().numpy() for i in done} for j in range(3)]
+        return TokenDivergence(against, self.reference.k, *parts)
 
     def _collect(self) -> None:
         """Move pending per-window sums to the host as window NLLs."""
@@ -279,11 +318,28 @@ class _BatchRun:
         self.pending.clear()
 
 
-def token_ce(model, batch, path: str = "full", argmax: bool = False):
-    """(float32 CE of each next-token prediction [B, L-1], top-1 prediction ids as int32
-    [B, L-1] with ``argmax=True`` else None)."""
+@dataclass
+class TokenOutputs:
+    """What one forward gives per position [B, L-1]: the float32 CE, and on request the top-1 ids
+    (int32), the dense model's top-k (ids, log-probs, rest mass) or the divergence from a
+    dense model's top-k (KL, Δp, same argmax)."""
+
+    ce: Any
+    top: Any = None
+    topk: tuple[Any, ...] | None = None
+    divergence: tuple[Any, Any, Any] | None = None
+
+
+def token_ce(model, batch, path: str = "full", argmax: bool = False, keep_topk: int = 0, noise: Any = None,
+             reference: tuple[Any, ...] | None = None) -> TokenOutputs:
+    """Float32 CE of each next-token prediction [B, L-1]; with ``argmax`` the top-1 ids, with
+    ``keep_topk`` the model's reference at each position (its top-k, and draws from the rest
+    picked by ``noise`` [B, L-1, m]), with ``reference`` (a dense model's, at the same
+    positions) the divergence from it."""
     import torch
     import torch.nn.functional as F
+
+    from .divergence import dense_topk, token_divergence
 
     labels = batch[:, 1:]
     n_pos = batch.shape[1] - 1
@@ -316,25 +372,96 @@ def token_ce(model, batch, path: str = "full", argmax: bool = False):
         step = max(1, FUSED_CHUNK_BYTES // (2 * vocab * batch.shape[0]))
     else:
         step = max(1, LOGITS_CHUNK_BYTES // (4 * vocab * batch.shape[0]))
-    ce = torch.empty(batch.shape[0], n_pos, dtype=torch.float32, device=batch.device)
-    top = torch.empty(batch.shape[0], n_pos, dtype=torch.int32, device=batch.device) if argmax else None
+    dev = batch.device
+    result = TokenOutputs(ce=torch.empty(batch.shape[0], n_pos, dtype=torch.float32, device=dev))
+    ce = result.ce
+    if argmax:
+        result.top = torch.empty(batch.shape[0], n_pos, dtype=torch.int32, device=dev)
+    if keep_topk:
+        n_b, m = batch.shape[0], noise.shape[-1]
+        result.topk = (torch.empty(n_b, n_pos, keep_topk, dtype=torch.int32, device=dev),
+                       torch.empty(n_b, n_pos, keep_topk, dtype=torch.float32, device=dev),
+                       torch.empty(n_b, n_pos, m, dtype=torch.int32, device=dev),
+                       torch.empty(n_b, n_pos, m, dtype=torch.float32, device=dev),
+                       torch.empty(n_b, n_pos, dtype=torch.float32, device=dev))
+    if reference is not None:
+        result.divergence = (torch.empty(batch.shape[0], n_pos, dtype=torch.float32, device=dev),
+                             torch.empty(batch.shape[0], n_pos, dtype=torch.float32, device=dev),
+                             torch.empty(batch.shape[0], n_pos, dtype=torch.bool, device=dev))
     for s in range(0, n_pos, step):
         e = min(n_pos, s + step)
         lg = source(s, e)
         tgt = labels[:, s:e].to(lg.device)
         if fused and _fused_ce().available(lg):
-            rows = _fused_ce().cross_entropy(lg.reshape(-1, vocab), tgt.reshape(-1))
+            rows, lse = _fused_ce().cross_entropy(lg.reshape(-1, vocab), tgt.reshape(-1), with_lse=True)
             ce[:, s:e] = rows.view(tgt.shape).to(ce.device)
+            logp = _LogProbs(lg, lse=lse.view(tgt.shape))
         else:
             # log_softmax reads half-precision logits and writes float32 in one kernel
             # (no separate upcast copy); the NLL is then a gather.
-            logp = F.log_softmax(lg, dim=-1, dtype=torch.float32)
-            ce[:, s:e] = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).to(ce.device)
-            del logp
-        if top is not None:
-            top[:, s:e] = lg.argmax(dim=-1).to(torch.int32).to(top.device)
-        del lg
-    return ce, top
+            full = F.log_softmax(lg, dim=-1, dtype=torch.float32)
+            ce[:, s:e] = -full.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).to(ce.device)
+            logp = _LogProbs(lg, full=full)
+            del full
+        if result.top is not None:
+            result.top[:, s:e] = lg.argmax(dim=-1).to(torch.int32).to(dev)
+        if result.topk is not None:
+            for part, value in zip(result.topk, dense_topk(logp.at, logp.all, lg, keep_topk,
+                                                           noise[:, s:e].to(lg.device))):
+                part[:, s:e] = value.to(dev)
+        if result.divergence is not None and reference is not None:
+            ref = [r[:, s:e] for r in reference]
+            for part, value in zip(result.divergence, token_divergence(logp.at, lg, ce[:, s:e], *ref)):
+                part[:, s:e] = value.to(dev)
+        del lg, logp
+    return result
+
+
+class _LogProbs:
+    """The float32 log-probs of a logits chunk, as the loss saw them: the log_softmax it computed,
+    or (fused path) the logits less their logsumexp, made only where asked."""
+
+    def __init__(self, logits, lse=None, full=None):
+        self.logits, self.lse, self.full = logits, lse, full
+
+    def at(self, ids):
+        if self.full is not None:
+            return self.full.gather(-1, ids)
+        return self.logits.gather(-1, ids).float() - self.lse.unsqueeze(-1)
+
+    def all(self):
+        return self.full if self.full is not None else self.logits.float() - self.lse.unsqueeze(-1)
+
+
+class _DeviceReference:
+    """A dense model's top-k on the device (uploaded once, like the token stream), handed out per
+    batch as [B, L-1, ...] tensors aligned with the forward's positions (unscored ones padded)."""
+
+    def __init__(self, reference: Any, windows: list[Window], chosen: list[int], device: Any):
+        import torch
+
+        if not reference.covers(chosen):
+            raise ValueError("the reference does not cover every chosen window")
+        self.k = reference.k
+        self.windows = windows
+        self.parts = {i: tuple(torch.as_tensor(reference.part(name)[i]).to(device) for name in reference.PARTS)
+                      for i in chosen}
+
+    def batch(self, group: list[int]) -> tuple[Any, ...]:
+        import torch
+        import torch.nn.functional as F
+
+        out = []
+        for j in range(len(self.parts[group[0]])):
+            rows = []
+            for i in group:
+                t = self.parts[i][j]
+                pad = self.windows[i].score_from - 1
+                if pad:
+                    t = F.pad(t, (0, 0, pad, 0) if t.dim() == 2 else (pad, 0))
+                rows.append(t)
+            out.append(torch.stack(rows))
+        return tuple(out)
 
 
 def _fused_ce():

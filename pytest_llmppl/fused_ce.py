@@ -1,6 +1,6 @@
 """Float32 cross-entropy straight from half-precision logits, in one pass (CUDA, Triton).
 
-``ce[r] = logsumexp(logits[r, :]) - logits[r, target[r]]`` with an online max/sum in
+``ce[r] = logsumexp(logits[r, :]) - logits[r, target[r]]`` (and the logsumexp itself) with an online max/sum in
 float32: the logits are read once and no float32 copy or log-prob tensor is written, so
 the loss costs a read of the logits instead of an upcast plus a log-softmax.  Used by
 the engine on CUDA when Triton is importable; everywhere else (and with
@@ -39,7 +39,7 @@ def _build():
     import triton.language as tl
 
     @triton.jit
-    def kernel(logits_ptr, row_stride, target_ptr, out_ptr, vocab, BLOCK: tl.constexpr):
+    def kernel(logits_ptr, row_stride, target_ptr, out_ptr, lse_ptr, vocab, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         base = logits_ptr + row * row_stride
         m = tl.full([BLOCK], float("-inf"), tl.float32)
@@ -56,13 +56,17 @@ def _build():
         total = tl.sum(tl.where(m == float("-inf"), 0.0, s * tl.exp(m - mx)), 0)
         target = tl.load(target_ptr + row)
         picked = tl.load(base + target).to(tl.float32)
-        tl.store(out_ptr + row, mx + tl.log(total) - picked)
+        lse = mx + tl.log(total)
+        tl.store(out_ptr + row, lse - picked)
+        tl.store(lse_ptr + row, lse)
 
     return kernel
 
 
-def cross_entropy(logits, targets):
-    """Per-row float32 CE of a [rows, vocab] logits matrix (rows contiguous in the last dim)."""
+def cross_entropy(logits, targets, with_lse: bool = False):
+    """Per-row float32 CE of a [rows, vocab] logits matrix (rows contiguous in the last dim); with
+    ``with_lse`` also each row's float32 logsumexp (the log-prob of token i is then
+    ``logits[r, i] - lse[r]``, which the KL divergence needs at a few ids)."""
     import torch
 
     global _KERNEL
@@ -70,6 +74,7 @@ def cross_entropy(logits, targets):
         _KERNEL = _build()
     rows, vocab = logits.shape
     out = torch.empty(rows, dtype=torch.float32, device=logits.device)
+    lse = torch.empty(rows, dtype=torch.float32, device=logits.device)
     if rows:
-        _KERNEL[(rows,)](logits, logits.stride(0), targets.contiguous(), out, vocab, BLOCK=4096, num_warps=8)
-    return out
+        _KERNEL[(rows,)](logits, logits.stride(0), targets.contiguous(), out, lse, vocab, BLOCK=4096, num_warps=8)
+    return (out, lse) if with_lse else out

@@ -161,14 +161,19 @@ def _subset(max_windows: int | None, total: int) -> int | None:
 
 def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str | None = None,
         dtype: str | None = None, progress: Any = None, order: list[int] | None = None, stop: Any = None,
-        top1: bool = False, identity: MeasurementSpec | None = None) -> PerplexityResult:
-    """Forward the prepared windows through ``model`` and return the result."""
+        top1: bool = False, identity: MeasurementSpec | None = None, keep_topk: int = 0,
+        reference: PerplexityResult | None = None) -> PerplexityResult:
+    """Forward the prepared windows through ``model`` and return the result; with ``keep_topk``
+    it keeps the model's top-k (a baseline), with ``reference`` (a result that kept its top-k)
+    the per-token divergence from that model."""
     from .engine import evaluate_ids, ppl_from
 
     out = evaluate_ids(model, prepared.ids, seqlen=prepared.seqlen, protocol=prepared.protocol,
                        stride=prepared.stride, max_windows=prepared.max_windows,
                        first_windows=prepared.corpus.first_windows, batch_size=batch_size, device=device,
-                       dtype=dtype, progress=progress, order=order, stop=stop, want_argmax=top1)
+                       dtype=dtype, progress=progress, order=order, stop=stop, want_argmax=top1,
+                       keep_topk=keep_topk, reference=reference.topk if reference is not None else None,
+                       reference_key=reference.identity.key if reference is not None and reference.identity else "")
     return PerplexityResult(
         ppl=ppl_from(out.window_nll, out.window_weight),
         corpus=prepared.corpus.name,
@@ -189,5 +194,7 @@ def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str
         head_path=out.head_path,
         tokens_source=prepared.tokens_source,
         top1=out.top1,
+        topk=out.topk,
+        divergence=out.divergence,
         identity=identity,
     )

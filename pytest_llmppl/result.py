@@ -39,6 +39,10 @@ class PerplexityResult:
     tokens_source: str = ""        # memory | cache | tokenized
     # The dense model's argmax at each scored position (window -> int32 array), when kept.
     top1: dict[int, Any] | None = field(default=None, compare=False, repr=False)
+    # The dense model's top-k at each scored position (``divergence.DenseTopK``), when kept (a baseline).
+    topk: Any = field(default=None, compare=False, repr=False)
+    # Per token, this model against a dense model's top-k (``divergence.TokenDivergence``), when asked.
+    divergence: Any = field(default=None, compare=False, repr=False)
     # The measurement's identity, when the plugin measured it (``identity.MeasurementSpec``).
     identity: Any = field(default=None, compare=False, repr=False)
 
@@ -70,6 +74,16 @@ class PerplexityResult:
         return math.isfinite(self.ppl)
 
     @property
+    def kl(self) -> Any:
+        """The KL divergence from the dense model this was measured against (``divergence.KLDivergence``,
+        llama.cpp's statistics), or None when it was not measured against one."""
+        if self.divergence is None:
+            return None
+        from .divergence import summarize
+
+        return summarize(self.divergence)
+
+    @property
     def mean_nll(self) -> float:
         """ln(ppl): the weighted mean NLL per scored position."""
         return sum(self.window_nll) / sum(self.window_weight)
@@ -78,7 +92,7 @@ class PerplexityResult:
         """JSON-safe dict (``json.dumps(..., allow_nan=False)`` accepts it): a non-finite ppl or
         window NLL becomes null, with ``finite: false``; top-1 arrays are left out."""
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
-                                if f.name not in ("top1", "identity")}
+                                if f.name not in ("top1", "topk", "divergence", "identity")}
         data["window_index"] = list(self.window_index)
         data["window_nll"] = [_json_float(x) for x in self.window_nll]
         data["window_weight"] = list(self.window_weight)
