@@ -88,6 +88,8 @@ def validate_entry(entry: Any, where: str) -> dict[str, Any]:
     for name in ("model_fingerprint", "tokenizer_fingerprint"):
         if name in entry and not isinstance(entry[name], str):
             raise BaselineError(f"{where}: field {name!r} should be str, got {entry[name]!r:.60}")
+    if "kl" in entry:
+        _validate_kl(entry["kl"], where)
     n = len(entry["window_index"])
     if not (len(entry["window_nll"]) == len(entry["window_weight"]) == n) or n == 0:
         raise BaselineError(f"{where}: window_index, window_nll and window_weight must have the same non-zero length")
@@ -104,6 +106,19 @@ def validate_entry(entry: Any, where: str) -> dict[str, Any]:
             "by hand: regenerate it with --ppl-update-baselines"
         )
     return entry
+
+
+def _validate_kl(value: Any, where: str) -> None:
+    """A recorded check's KL statistics: an object naming the dense weights it was measured against."""
+    from .divergence import KLDivergence
+
+    try:
+        if not isinstance(value, dict) or not isinstance(value.get("dense_model_fingerprint"), str):
+            raise TypeError
+        KLDivergence.from_json(value)
+    except (KeyError, TypeError, ValueError):
+        raise BaselineError(f"{where}: field 'kl' is not what pytest-llmppl records (the KL statistics against a "
+                            "dense model); regenerate it with --ppl-update-baselines") from None
 
 
 def _kind_name(kind: Any) -> str:

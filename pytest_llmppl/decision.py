@@ -3,8 +3,9 @@
 ``decide`` turns a baseline, a candidate result, a budget and the check's own recorded
 result into a ``CheckRecord``.  Two comparisons: ``baseline + budget`` (how much pruning
 may cost) and, where the committed file records this check, ``recorded + regression
-tolerance`` (a refactor must not make the pruned model worse).  PASS when both hold (or,
-with an early verdict, when the sequential rules were certain of both), FAIL otherwise,
+tolerance`` (a refactor must not make the pruned model worse); and with a KL budget a
+third, the mean KL divergence from the dense model.  PASS when all hold (or, with an
+early verdict, when the sequential rules were certain of both), FAIL otherwise,
 NOT_FINITE for a NaN/inf candidate.  ``failure_message`` says by how much, against what,
 and where the model lost most.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .hotspots import describe, window_deltas, worst_windows
 from .identity import MeasurementSpec
@@ -22,6 +23,9 @@ from .records import AgainstRecord, CheckRecord, EarlyInfo, Source, Verdict, Win
 from .result import PerplexityResult
 from .settings import Budget
 from .stats import EarlyDecision, paired_delta, top1_agreement
+
+if TYPE_CHECKING:
+    from .divergence import KLDivergence
 
 WORST_WINDOWS = 3
 
@@ -95,7 +99,8 @@ def _rule(reference: PerplexityResult, threshold: float, confidence: float) -> E
 
 def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float, base_source: Source,
            result: PerplexityResult, source: Source, budget: Budget, threshold: float,
-           rules: EarlyRules | None, seconds: float, recorded: Recorded = NO_RECORD) -> CheckRecord:
+           rules: EarlyRules | None, seconds: float, recorded: Recorded = NO_RECORD,
+           kl: KLDivergence | None = None) -> CheckRecord:
     # An early verdict: the rules stopped the run before its end, certain of every comparison.
     decided = rules if rules is not None and result.subset and rules.certain() else None
     est = decided.budget.estimate if decided is not None else None
@@ -109,10 +114,12 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
     elif finite:
         over_budget = measured > threshold
         over_record = reg is not None and recorded.threshold is not None and measured > recorded.threshold
+    kl_budget = call.settings.kl_budget
+    over_kl = finite and kl is not None and kl_budget is not None and kl.mean > kl_budget
     if not finite:
         verdict = Verdict.NOT_FINITE
     else:
-        verdict = Verdict.FAIL if over_budget or over_record else Verdict.PASS
+        verdict = Verdict.FAIL if over_budget or over_record or over_kl else Verdict.PASS
     deltas = window_deltas(base, result) if base is not None and finite else {}
     worst: tuple[WindowLoss, ...] = ()
     worst_recorded: tuple[WindowLoss, ...] = ()
@@ -122,7 +129,12 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
     if over_record and reg is not None:
         worst_recorded = worst_windows(window_deltas(reg, result), prepared.windows, prepared.ids,
                                        prepared.tokenizer, WORST_WINDOWS)
-    if over_budget and over_record:
+    worst_kl: tuple[WindowLoss, ...] = ()
+    if over_kl and kl is not None and kl.worst:
+        worst_kl = worst_windows(dict(kl.worst), prepared.windows, prepared.ids, prepared.tokenizer, WORST_WINDOWS)
+    if over_kl and not (over_budget or over_record):
+        decided_by = "kl"
+    elif over_budget and over_record:
         decided_by = "both"
     elif over_record or (verdict is Verdict.PASS and reg is not None):
         decided_by = "regression" if over_record else "both"
@@ -157,6 +169,9 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
         decided_by=decided_by,
         worst_recorded=worst_recorded,
         identical_to_baseline=identical,
+        kl=kl if finite else None,
+        kl_budget=kl_budget,
+        worst_kl=worst_kl,
     )
 
 
@@ -241,7 +256,25 @@ def failure_message(record: CheckRecord) -> str:
         parts.append(text)
     if record.against_record is AgainstRecord.WORSE:
         parts.append(regression_message(record, with_where=not parts))
+    if record.kl is not None and record.kl_budget is not None and record.kl.mean > record.kl_budget:
+        parts.append(kl_message(record, with_where=not parts))
     return "\n".join(parts)
+
+
+def kl_message(record: CheckRecord, *, with_where: bool = True) -> str:
+    """A check that diverges from the dense model more than the KL budget allows: by how much, the
+    shape of the divergence (llama.cpp's statistics) and the windows where it is highest."""
+    kl, budget = record.kl, record.kl_budget
+    assert kl is not None and budget is not None
+    text = (f"ppl_check: mean KL divergence from the dense model {kl.mean:.4f} ± {se_text(kl.se)} nats/token "
+            f"exceeds the KL budget {budget:g} by {kl.mean - budget:.4f} (median {kl.median:.4f}, "
+            f"99% {kl.percentiles.get('99', math.nan):.4f}, max {kl.maximum:.4f}; same top token "
+            f"{100 * kl.same_top:.1f}%; RMS Δp {100 * kl.dp_rms:.2f}%; {kl.tokens} tokens)")
+    if with_where:
+        text += f" [{where(record)}]"
+    if record.worst_kl:
+        text += f"\nwindows where divergence is highest: {describe(record.worst_kl, 'KL')}"
+    return text
 
 
 def regression_message(record: CheckRecord, *, with_where: bool = True) -> str:

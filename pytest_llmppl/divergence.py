@@ -273,13 +273,13 @@ def dense_topk(logprob_at: Any, log_probs: Any, logits: Any, k: int, noise: Any)
     import torch
 
     ids = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
-    probs = log_probs().double().exp()
+    probs = log_probs().exp()  # float32: a draw's bias from rounding is far below its sampling noise
     probs.scatter_(-1, ids, 0.0)
-    cdf = probs.cumsum(-1)
-    del probs
+    cdf = probs.cumsum_(-1)
     rest = cdf[..., -1]
-    drawn = torch.searchsorted(cdf, (noise * rest.unsqueeze(-1)).contiguous()).clamp_(max=logits.shape[-1] - 1)
-    del cdf
+    drawn = torch.searchsorted(cdf, (noise * rest.unsqueeze(-1)).to(cdf.dtype).contiguous())
+    drawn.clamp_(max=logits.shape[-1] - 1)
+    del cdf, probs
     return ids.int(), logprob_at(ids), drawn.int(), logprob_at(drawn), rest.float()
 
 

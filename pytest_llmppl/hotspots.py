@@ -57,11 +57,13 @@ def _snippet(text: str) -> str:
     return flat if len(flat) <= SNIPPET_CHARS else flat[:SNIPPET_CHARS - 1] + "…"
 
 
-def describe(losses: tuple[WindowLoss, ...]) -> str:
-    """``window 12 (tokens 3072-3328) +0.412 nats/token, in "Valkyria Chronicles III": "..."``."""
+def describe(losses: tuple[WindowLoss, ...], measure: str = "") -> str:
+    """``window 12 (tokens 3072-3328) +0.412 nats/token, in "Valkyria Chronicles III": "..."``;
+    with ``measure="KL"`` the value is the window's mean KL (``KL 0.412 nats/token``)."""
     parts = []
     for loss in losses:
         where = f' in "{loss.heading}"' if loss.heading else ""
-        parts.append(f'window {loss.window} (tokens {loss.start}-{loss.end}) {signed(loss.delta_nll, 3)} nats/token'
+        value = f"{measure} {loss.delta_nll:.3f}" if measure else signed(loss.delta_nll, 3)
+        parts.append(f'window {loss.window} (tokens {loss.start}-{loss.end}) {value} nats/token'
                      f'{where}: "{loss.snippet}"')
     return "; ".join(parts)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import LLMPPLError
-from .settings import OPTIONS, Budget, option_flag, origins, parse_budget, parse_tolerance, resolve
+from .settings import OPTIONS, Budget, option_flag, origins, parse_budget, parse_kl_budget, parse_tolerance, resolve
 
 if TYPE_CHECKING:
     from .session import PPLSession
@@ -38,6 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ppl_budget(value): the perplexity budget for this test (2.0 or '5%')")
     config.addinivalue_line("markers", "ppl_regression_tolerance(value): how much worse than its recorded result "
                                        "a check of this test may get (0.5, '1%' or 'off')")
+    config.addinivalue_line("markers", "ppl_kl_budget(value): the largest mean KL divergence from the dense model "
+                                       "a check of this test may have (nats per token, e.g. 0.05, or 'off')")
     try:
         given = ({name: config.getoption(f"ppl_{name}") for name in OPTIONS},
                  {name: _ini(config, name) for name in OPTIONS})
@@ -116,7 +118,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 # The markers and how their one value is checked (at collection, before any model loads).
 MARKERS = {"ppl_budget": (parse_budget, "2.0 or '5%'"),
-           "ppl_regression_tolerance": (parse_tolerance, "0.5, '1%' or 'off'")}
+           "ppl_regression_tolerance": (parse_tolerance, "0.5, '1%' or 'off'"),
+           "ppl_kl_budget": (parse_kl_budget, "0.05 or 'off'")}
+MARKED_OVERRIDES = ("regression_tolerance", "kl_budget")  # a marker ppl_<name> is a per-call default
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -163,7 +167,8 @@ def _bound(request: pytest.FixtureRequest, method: str) -> Callable[..., Any]:
     """``fn(model, tokenizer=None, **overrides)`` calling the session's ``method`` for this test."""
     def call(model: Any, tokenizer: Any = None, **overrides: Any) -> Any:
         __tracebackhide__ = True
-        return _call(request, getattr(_session(request), method), model, tokenizer, **overrides)
+        return _call(request, getattr(_session(request), method), model, tokenizer,
+                     **_marked(request, overrides, ("kl_budget",)))
 
     return call
 
@@ -190,13 +195,20 @@ def ppl_check(request: pytest.FixtureRequest, ppl_budget: Budget) -> Callable[..
     def check(model: Any, tokenizer: Any = None, *, baseline: Any = _NO_BASELINE, budget: Any = None,
               **overrides: Any) -> Any:
         __tracebackhide__ = True
-        mark = request.node.get_closest_marker("ppl_regression_tolerance")
-        if mark is not None and overrides.get("regression_tolerance") is None:
-            overrides["regression_tolerance"] = mark.args[0]
         return _call(request, _checked, model, tokenizer, baseline=baseline, budget=budget, default=ppl_budget,
-                     session=_session(request), **overrides)
+                     session=_session(request), **_marked(request, overrides, MARKED_OVERRIDES))
 
     return check
+
+
+def _marked(request: pytest.FixtureRequest, overrides: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """A marker ``ppl_<name>(value)`` on the test stands for a per-call ``name=value`` not given."""
+    out = dict(overrides)
+    for name in names:
+        mark = request.node.get_closest_marker(f"ppl_{name}")
+        if mark is not None and out.get(name) is None:
+            out[name] = mark.args[0]
+    return out
 
 
 def _checked(model: Any, tokenizer: Any, *, baseline: Any, budget: Any, default: Budget, session: PPLSession,
@@ -242,6 +254,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 for key in ("measured", "baseline", "threshold", "verdict", "budget", "measured_source",
                             "baseline_source", "recorded", "delta_recorded", "against_record", "decided_by"):
                     item.user_properties.append((f"ppl_{key}", r.get(key)))
+                if r.get("kl"):
+                    item.user_properties.append(("ppl_kl_mean", r["kl"]["mean"]))
+                    item.user_properties.append(("ppl_kl_se", r["kl"]["se"]))
         report.user_properties = list(item.user_properties)
     return report
 

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from .divergence import KLDivergence
     from .stats import PairedDelta, Top1Agreement
 
 
@@ -138,6 +139,10 @@ class CheckRecord:
     decided_by: str = "budget"                    # budget | regression | both
     worst_recorded: tuple[WindowLoss, ...] = ()   # where it lost most against the recorded candidate
     identical_to_baseline: bool = False           # candidate weights == baseline weights: pruning did nothing
+    # The divergence from the dense model, token by token (llama.cpp's statistics), and its budget.
+    kl: KLDivergence | None = None
+    kl_budget: float | None = None                # nats per token; None = off
+    worst_kl: tuple[WindowLoss, ...] = ()         # where the divergence is highest, when over the KL budget
 
     @property
     def relative_budget(self) -> bool:
@@ -232,9 +237,13 @@ def _typed(name: str, value: Any) -> Any:
         from .stats import PairedDelta, Top1Agreement
 
         return (Top1Agreement if name == "top1" else PairedDelta).from_json(value)
+    if name == "kl":
+        from .divergence import KLDivergence
+
+        return KLDivergence.from_json(value)
     if name == "early":
         return EarlyInfo(**value)
-    if name in ("worst", "worst_recorded"):
+    if name in ("worst", "worst_recorded", "worst_kl"):
         return tuple(WindowLoss(**w) for w in value)
     if name in ("notes", "window_index", "window_delta"):
         return tuple(value)

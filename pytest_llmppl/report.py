@@ -82,6 +82,18 @@ def _top1(r: Record) -> str:
     return f"{100 * r.top1.share:.1f}% ± {se_text(100 * r.top1.se, 1)}"
 
 
+def _kl(r: Record) -> str:
+    """Mean KL divergence from the dense model ± SE (nats per token), with its budget when set."""
+    if not isinstance(r, CheckRecord) or r.kl is None:
+        return ""
+    text = f"{r.kl.mean:.4f} ± {se_text(r.kl.se)}"
+    return text + (f" (≤ {r.kl_budget:g})" if r.kl_budget is not None else "")
+
+
+def _has_kl(records: list[Record]) -> bool:
+    return any(isinstance(r, CheckRecord) and (r.kl is not None or r.kl_budget is not None) for r in records)
+
+
 def _baseline(r: Record) -> str:
     if isinstance(r, CheckRecord):
         return _num(r.baseline)
@@ -148,6 +160,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("recorded", _recorded, numeric=True, shown=_has_records),
     Column("vs recorded", _vs_recorded, numeric=True, shown=_has_records),
     Column("top-1", _top1, numeric=True),
+    Column("KL", _kl, numeric=True, shown=_has_kl),
     Column("budget", lambda r: r.budget if isinstance(r, CheckRecord) else "", numeric=True),
     Column("verdict", _verdict),
     Column("source", _source),
@@ -283,8 +296,8 @@ MD_COLUMNS: tuple[Column, ...] = (
     Column("verdict", _kind),
     _BY_HEADER["test"], _BY_HEADER["measured"],
     Column("threshold", _threshold, numeric=True),
-    *(_BY_HEADER[h] for h in ("baseline", "Δ", "recorded", "vs recorded", "top-1", "budget", "model", "id", "corpus",
-                              "protocol", "seqlen", "source", "seconds")),
+    *(_BY_HEADER[h] for h in ("baseline", "Δ", "recorded", "vs recorded", "top-1", "KL", "budget", "model", "id",
+                              "corpus", "protocol", "seqlen", "source", "seconds")),
 )
 
 

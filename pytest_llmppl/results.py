@@ -1,9 +1,10 @@
 """Results in the local store, addressed by their identity (``MeasurementSpec.key``).
 
 An entry holds the per-window NLLs (and, beside it, the argmax at every scored
-position, int32), so a cached result serves paired statistics and top-1 agreement
-exactly as a fresh one.  Only complete results are stored: an early-stopped run is an
-estimate, never a result.
+position, int32, and for a baseline the dense model's top-k reference), so a cached
+result serves paired statistics, top-1 agreement and KL divergence exactly as a fresh
+one.  A candidate's KL statistics against a dense model are kept too, keyed by both.
+Only complete results are stored: an early-stopped run is an estimate, never a result.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from .result import PerplexityResult
 
 NAMESPACE = "results"
 TOP1_NAMESPACE = "top1"
+TOPK_NAMESPACE = "topk"
+KL_NAMESPACE = "divergence"
 FORMAT = 1
 
 
@@ -32,7 +35,7 @@ class ResultStore:
         if run is not None and entry.get("run") != run:
             return None
         try:
-            return result_from_entry(entry, top1=self._top1(spec), identity=spec)
+            return result_from_entry(entry, top1=self._top1(spec), topk=self.topk(spec), identity=spec)
         except (KeyError, TypeError, ValueError):
             self.store.delete(NAMESPACE, spec.key)
             return None
@@ -43,8 +46,34 @@ class ResultStore:
         if result.top1 is not None:  # written first: the result entry is what readers look for
             data, meta = pack_top1(result.top1)
             self.store.put_array(TOP1_NAMESPACE, spec.key, data, meta)
+        if result.topk is not None:
+            self.put_topk(spec, result.topk)
         entry = {"format": FORMAT, **result_entry(result), "identity": spec.to_json(), "run": run}
         self.store.put_json(NAMESPACE, spec.key, entry, {"kind": "result", "corpus": result.corpus})
+
+    def topk(self, spec: MeasurementSpec) -> Any:
+        """The dense top-k reference kept for this identity (``divergence.DenseTopK``), or None."""
+        from .divergence import DenseTopK
+
+        hit = self.store.get_array(TOPK_NAMESPACE, spec.key)
+        return DenseTopK.unpack(hit[0], hit[1]) if hit is not None else None
+
+    def put_topk(self, spec: MeasurementSpec, topk: Any) -> None:
+        data, meta = topk.pack()
+        self.store.put_array(TOPK_NAMESPACE, spec.key, data, meta)
+
+    def kl(self, candidate: MeasurementSpec, dense_model: str) -> Any:
+        """A candidate's KL statistics against the dense weights ``dense_model``, or None."""
+        from .divergence import KLDivergence
+
+        entry = self.store.get_json(KL_NAMESPACE, kl_key(candidate, dense_model))
+        try:
+            return KLDivergence.from_json(entry) if isinstance(entry, dict) else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def put_kl(self, candidate: MeasurementSpec, dense_model: str, kl: Any) -> None:
+        self.store.put_json(KL_NAMESPACE, kl_key(candidate, dense_model), kl.to_json(), {"kind": "kl"})
 
     def lock(self, spec: MeasurementSpec):
         return self.store.measure_lock(NAMESPACE, spec.key)
@@ -52,6 +81,12 @@ class ResultStore:
     def _top1(self, spec: MeasurementSpec) -> dict[int, Any] | None:
         hit = self.store.get_array(TOP1_NAMESPACE, spec.key)
         return unpack_top1(hit[0], hit[1]) if hit is not None else None
+
+
+def kl_key(candidate: MeasurementSpec, dense_model: str) -> str:
+    from .fingerprint import digest
+
+    return digest("kl", candidate.key, dense_model)
 
 
 def result_entry(result: PerplexityResult) -> dict[str, Any]:
@@ -66,7 +101,7 @@ def result_entry(result: PerplexityResult) -> dict[str, Any]:
     }
 
 
-def result_from_entry(entry: dict[str, Any], *, top1: dict[int, Any] | None = None,
+def result_from_entry(entry: dict[str, Any], *, top1: dict[int, Any] | None = None, topk: Any = None,
                       identity: MeasurementSpec | None = None, corpus: str | None = None) -> PerplexityResult:
     from .engine import ppl_from
 
@@ -79,7 +114,7 @@ def result_from_entry(entry: dict[str, Any], *, top1: dict[int, Any] | None = No
         window_index=tuple(entry["window_index"]), window_nll=nll, window_weight=weight,
         seconds=float(entry.get("seconds") or 0.0), device=entry["device"], dtype=entry["dtype"],
         batch_size=int(entry.get("batch_size") or 1), head_path=entry.get("head_path", "full"),
-        top1=top1, identity=identity,
+        top1=top1, topk=topk, identity=identity,
     )
 
 

@@ -60,6 +60,8 @@ class Baseline:
     source: Source
     spec: MeasurementSpec
     model: str = ""
+    # Measures the dense model's top-k later, if a check needs it and none was kept (``_lazy_reference``).
+    reference_maker: Any = field(default=None, compare=False, repr=False)
 
     def __float__(self) -> float:
         return float(self.result.ppl)
@@ -101,6 +103,8 @@ class Call:
     device: str | None
     model_name: str
     label: str = ""  # "ppl_check in test_x.py::test_y": what a progress line names
+    keep_topk: int = 0  # a baseline keeps the dense model's top-k reference (for KL divergence)
+    reference: PerplexityResult | None = None  # a check measured against this dense result's reference
 
     @property
     def spec(self) -> MeasurementSpec:
@@ -139,6 +143,7 @@ class PPLSession:
     progress: Any = None  # (label) -> engine progress callback with close(); set by the plugin
     _sent: dict[str, Any] = field(default_factory=dict)  # file changes already sent to the xdist controller
     _memo: dict[str, tuple[PerplexityResult, bool]] = field(default_factory=dict)  # key -> (result, measured here)
+    _kl: dict[tuple[str, str], Any] = field(default_factory=dict)  # (candidate key, dense weights) -> KLDivergence
     _store: Any = None
 
     # -- the store -----------------------------------------------------------------
@@ -225,7 +230,7 @@ class PPLSession:
         try:
             result = run(model, call.prepared, batch_size=s.batch_size, device=call.device,
                          dtype=None if s.dtype == "auto" else s.dtype, order=order, stop=stop, top1=True,
-                         identity=call.spec, progress=shown)
+                         identity=call.spec, progress=shown, keep_topk=call.keep_topk, reference=call.reference)
         finally:
             if shown is not None:
                 shown.close()
@@ -271,17 +276,23 @@ class PPLSession:
 
     def baseline(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> Baseline:
         """``ppl_baseline``: from the committed file, memory, the store, or measured once."""
+        from .divergence import TOP_K
+
         t0 = time.perf_counter()
         call = self._call(model, tokenizer, overrides, "ppl_baseline", test)
+        call.keep_topk = TOP_K
         self._refuse_a_candidate(call)
         found, source, notes = self._obtain(model, call, test, baseline=True)
+        if found.topk is None or not found.topk.covers(found.window_index):
+            found = self._with_argmax(found, call)
         if self.file is not None and self._updating:
             self._record_in_file(call, found, test)
         elif self.file is not None and source is not Source.FILE:
             self.file.used.add(call.spec.file_key)
         self.pending.append(BaselineRecord(call.subject(test, found), _finite_or_none(found.ppl), source,
                                            time.perf_counter() - t0, notes + self._wait_note(call)))
-        return Baseline(found, source, found.identity or call.spec, call.model_name)
+        maker = None if found.topk is not None or not found.finite else self._lazy_reference(model, call, found)
+        return Baseline(found, source, found.identity or call.spec, call.model_name, maker)
 
     def check(self, model: Any, tokenizer: Any = None, *, baseline: Any, budget: Budget, test: str = "",
               **overrides: Any) -> PerplexityResult:
@@ -294,6 +305,7 @@ class PPLSession:
         index = self.checks_made.get(test, 0)
         self.checks_made[test] = index + 1
         base, base_source, base_ppl = _unpack_baseline(baseline)
+        maker = baseline.reference_maker if isinstance(baseline, Baseline) else None
         if not math.isfinite(base_ppl):
             raise PPLFailure(f"the baseline perplexity is {base_ppl}: a baseline must be finite to compare against.")
         base_spec = getattr(base, "identity", None)
@@ -303,19 +315,32 @@ class PPLSession:
         if base_spec is None or base_spec.model != call.identity.model:
             self.candidates.setdefault(call.identity.model, test)
         recorded = self._recorded(call, test, index)
+        kl_budget = call.settings.kl_budget
+        if base is not None and base.topk is not None and base.topk.covers(base.window_index):
+            call.reference = base
         result, source, _ = self._serve(call, test)
+        kl = self._known_kl(call, base, result) if result is not None else None
+        if kl_budget is not None and kl is None and call.reference is None and maker is not None:
+            base = maker()  # the dense top-k, measured now: this candidate's divergence is not known yet
+            call.reference = base
+        if result is not None and kl is None and kl_budget is not None and call.reference is not None:
+            result = None  # served, but its divergence from this dense model is unknown: measure it
+        if kl_budget is not None and kl is None and call.reference is None:
+            raise PPLFailure(_no_reference_message(base, base_source, kl_budget))
         rules, order = None, None
         if result is None:
-            if not self._updating:  # a record must be complete: no early verdict while recording
+            if not self._updating and kl_budget is None:  # a record, or KL, needs every window: no early verdict
                 rules, order = early_rules(base, base_spec, call, threshold, recorded)
             result, source = self._measure(model, call, fresh_only=self._updating, order=order,
                                            stop=rules.decided if rules is not None else None)
             if source is not Source.MEASURED:
                 rules = None  # another worker's complete result: exact, no early estimate
+            kl = self._measured_kl(call, base, result) if source is Source.MEASURED else \
+                self._known_kl(call, base, result)
         if self._updating:
-            self._record_check(call, result, test, index)
+            self._record_check(call, result, test, index, kl, base)
         record = decide(call, test, base, base_ppl, base_source, result, source, budget, threshold, rules,
-                        time.perf_counter() - t0, recorded)
+                        time.perf_counter() - t0, recorded, kl)
         if self._wait_note(call):
             record = dataclasses.replace(record, notes=record.notes + self._wait_note(call))
         self.pending.append(record)
@@ -324,6 +349,58 @@ class PPLSession:
 
             raise PPLFailure(failure_message(record))
         return result
+
+    # -- divergence from the dense model ----------------------------------------------------
+    def _lazy_reference(self, model: Any, call: Call, found: PerplexityResult) -> Any:
+        """A baseline served without the dense top-k (a committed one on a fresh runner) gets it
+        only when a check needs it for a KL budget: one forward of the dense model then, if its
+        weights are still the baseline's; an unchanged candidate served with its recorded KL
+        needs none."""
+        def make() -> PerplexityResult:
+            from .measurement import function_fingerprint
+
+            if function_fingerprint(model)[0] != call.identity.model:
+                raise PPLFailure(
+                    f"ppl_check: the KL budget needs the dense model's top-k, which is measured on first use, but "
+                    f"{call.model_name} was changed after ppl_baseline (pruned in place?): prune a copy "
+                    "(copy.deepcopy(model) or the ppl_pruned fixture), or keep the local store between runs.")
+            measured = self._forward(model, call, None, None)
+            results = self._results()
+            if results is not None and measured.topk is not None:
+                results.put_topk(call.spec, measured.topk)
+            if measured.topk is None or not measured.topk.covers(found.window_index):
+                return found
+            return dataclasses.replace(found, topk=measured.topk)
+
+        return make
+
+    def _known_kl(self, call: Call, base: PerplexityResult | None, result: PerplexityResult) -> Any:
+        """A served candidate's KL against this dense model, when known: identical weights (0), this
+        run, the store, or the check's recorded entry in the committed file."""
+        if base is None or base.identity is None:
+            return None
+        dense = base.identity.model
+        if dense == call.identity.model:
+            from .divergence import TOP_K, KLDivergence
+
+            tokens = sum(result.window_weight) - (result.n_windows if result.protocol == "torch-pruning" else 0)
+            return KLDivergence.identical(TOP_K, int(tokens), result.n_windows)
+        known = self._kl.get((call.spec.key, dense))
+        if known is None and (results := self._results()) is not None:
+            known = results.kl(call.spec, dense)
+        return known
+
+    def _measured_kl(self, call: Call, base: PerplexityResult | None, result: PerplexityResult) -> Any:
+        """The KL statistics of a candidate just measured against ``base``'s reference; kept."""
+        if result.divergence is None or base is None or base.identity is None:
+            return None
+        kl = result.kl
+        if kl is not None and not result.subset:
+            self._kl[(call.spec.key, base.identity.model)] = kl
+            results = self._results()
+            if results is not None and not call.spec.unpinned:
+                results.put_kl(call.spec, base.identity.model, kl)
+        return kl
 
     def _wait_note(self, call: Call) -> tuple[str, ...]:
         """A record's note when its seconds were mostly a wait for another xdist worker."""
@@ -371,6 +448,12 @@ class PPLSession:
         if hit.key is not None:
             self.file.used.add(hit.key)
         call.learn_windows(hit.entry["n_windows_total"])
+        recorded_kl = hit.entry.get("kl")
+        if isinstance(recorded_kl, dict) and isinstance(recorded_kl.get("dense_model_fingerprint"), str):
+            from .divergence import KLDivergence
+
+            self._kl.setdefault((call.spec.key, recorded_kl["dense_model_fingerprint"]),
+                                KLDivergence.from_json(recorded_kl))
         differ = call.spec.runtime_differences(call.spec.with_runtime(hit.entry))
         notes = tuple(f"committed {'baseline' if baseline else 'result'} recorded with {name} {was}, "
                       f"this run has {now}" for name, (was, now) in differ.items())
@@ -382,13 +465,18 @@ class PPLSession:
         return self._with_argmax(entry_result(hit.entry, call.spec), call), notes
 
     def _with_argmax(self, result: PerplexityResult, call: Call) -> PerplexityResult:
-        """A committed result does not carry the argmax; memory or the store may, for this very
-        identity (whatever software recorded the file)."""
+        """A committed result carries neither the argmax nor the dense top-k; memory or the store
+        may, for this very identity (whatever software recorded the file)."""
         hit = self._memo.get(call.spec.key)
-        results = self._results() if hit is None else None
+        results = self._results()
         known = hit[0] if hit is not None else results.get(call.spec) if results is not None else None
         if known is not None and known.top1 and known.window_index == result.window_index:
-            return dataclasses.replace(result, top1=known.top1)
+            result = dataclasses.replace(result, top1=known.top1)
+        topk = known.topk if known is not None else None
+        if topk is None and results is not None and call.keep_topk:
+            topk = results.topk(call.spec)
+        if topk is not None and topk.covers(result.window_index):
+            result = dataclasses.replace(result, topk=topk)
         return result
 
     def _recorded(self, call: Call, test: str, index: int) -> Recorded:
@@ -457,7 +545,8 @@ class PPLSession:
         self.file.record(call.spec.file_key, entry_for(result, call.spec, test=test, model=call.model_name,
                                                        file_dir=self.file.folder))
 
-    def _record_check(self, call: Call, result: PerplexityResult, test: str, index: int) -> None:
+    def _record_check(self, call: Call, result: PerplexityResult, test: str, index: int, kl: Any = None,
+                      base: PerplexityResult | None = None) -> None:
         """``--ppl-update-baselines``: record the candidate as this check's result (finite and
         complete only; checks after one that could not be recorded are not recorded either, so
         records keep their call order)."""
@@ -469,8 +558,10 @@ class PPLSession:
             return
         from .baselines import entry_for
 
-        self.file.record_check(test, index, entry_for(result, call.spec, test=test, model=call.model_name,
-                                                      file_dir=self.file.folder))
+        entry = entry_for(result, call.spec, test=test, model=call.model_name, file_dir=self.file.folder)
+        if kl is not None and base is not None and base.identity is not None:
+            entry["kl"] = {"dense_model_fingerprint": base.identity.model, **kl.to_json()}
+        self.file.record_check(test, index, entry)
 
     # -- records: publish (any process), collect (controller), finish --------------------
     def take_pending(self) -> list[dict[str, Any]]:
@@ -576,6 +667,20 @@ def check_arguments(model: Any, tokenizer: Any, fixture: str) -> None:
     if tokenizer is not None and not isinstance(tokenizer, str) and not hasattr(tokenizer, "encode"):
         raise LLMPPLError(f"{fixture}(model, tokenizer): the second argument must be the model's tokenizer (or "
                           f"its name, or None to load it from the model's path), got {type(tokenizer).__name__}")
+
+
+def _no_reference_message(base: PerplexityResult | None, source: Source, kl_budget: float) -> str:
+    """Why a KL budget cannot be judged: the baseline carries no dense distribution."""
+    if base is None:
+        why = "the baseline was given as a number, which carries no dense distribution"
+    elif source is Source.GIVEN:
+        why = "the baseline is a PerplexityResult measured without keep_topk (ppl_of keeps no dense distribution)"
+    else:
+        why = ("the baseline was served without the dense model's top-k (the committed file does not keep it) and "
+               "the KL budget was set on ppl_check alone, after the baseline was made")
+    return (f"ppl_check: the KL budget {kl_budget:g} cannot be judged: {why}. Pass baseline=ppl_baseline(dense_model, "
+            "tok) and set the KL budget where ppl_baseline sees it too (--ppl-kl-budget, ini ppl_kl_budget, "
+            "@pytest.mark.ppl_kl_budget or ppl_baseline(..., kl_budget=...)), so the dense model's top-k is kept.")
 
 
 def _finite_or_none(x: float) -> float | None:

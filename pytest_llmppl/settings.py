@@ -79,6 +79,24 @@ def parse_tolerance(raw: Any) -> Budget | None:
         ) from None
 
 
+def parse_kl_budget(raw: Any) -> float | None:
+    """The KL budget: a mean KL divergence in nats per token (``0.05``), or ``off`` (None)."""
+    if raw is None or (not isinstance(raw, bool) and isinstance(raw, (int, float)) and math.isfinite(raw)
+                       and raw >= 0):
+        return None if raw is None else float(raw)
+    text = str(raw).strip().lower()
+    if text in OFF:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if isinstance(raw, bool) or not math.isfinite(value) or value < 0:
+        raise SettingsError(f"invalid KL budget {raw!r}: use a mean KL divergence in nats per token >= 0, like "
+                            "0.05, or off")
+    return value
+
+
 def parse_batch_size(raw: Any) -> int | str:
     if raw is None or str(raw).strip().lower() == "auto":
         return "auto"
@@ -168,6 +186,10 @@ class Settings:
         parse_tolerance(DEFAULT_REGRESSION_TOLERANCE), parse_tolerance,
         "how much worse than its recorded result in --ppl-baselines a check may get: absolute (0.5), "
         "relative (1%%) or off (default 1%%)", per_call=True)
+    kl_budget: float | None = setting(
+        None, parse_kl_budget,
+        "fail a check whose mean KL divergence from the dense model (nats per token, as llama.cpp reports it) "
+        "exceeds this, e.g. 0.05 (default: off)", per_call=True)
     corpus: str = setting("wikitext2", _text, "wikitext2 | ptb | c4 | FILE | hf:NAME[:CONFIG]:SPLIT[:COLUMN]",
                           per_call=True)
     seqlen: int | None = setting(None, parse_seqlen,
@@ -253,6 +275,8 @@ class Settings:
             parts.append(f"baselines={self.baselines}{' (update)' if self.update_baselines else ''}"
                          f"{' (strict)' if self.strict else ''}")
             parts.append(f"regression_tolerance={self.regression_tolerance or 'off'}")
+        if self.kl_budget is not None:
+            parts.append(f"kl_budget={self.kl_budget:g}")
         flags = {"cache=off": self.no_cache, "remeasure": self.remeasure,
                  f"early_stop@{self.confidence:g}": self.early_stop}
         parts += [text for text, on in flags.items() if on]

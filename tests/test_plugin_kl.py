@@ -1,0 +1,135 @@
+"""KL divergence from the dense model inside pytest: reported on every check with a baseline, judged
+against --ppl-kl-budget with one message, served with the check's record from the committed file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from plugin_support import failures, forwards, project, rows
+
+SUITE = """
+import os
+import pytest
+from conftest import damage
+
+def test_pruned(model, tok, ppl_baseline, ppl_check):
+    base = ppl_baseline(model, tok)
+    damage(model, float(os.environ.get("DAMAGE", "0.3")))
+    ppl_check(model, tok, baseline=base, budget="50%")
+
+def test_unchanged(model, tok, ppl_baseline, ppl_check):
+    ppl_check(model, tok, baseline=ppl_baseline(model, tok), budget="1%")
+"""
+
+
+def test_every_check_reports_its_divergence_from_the_dense_model(pytester):
+    project(pytester, SUITE)
+    result = pytester.runpytest("--ppl-report=report.json", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=2)
+    pruned, unchanged = sorted(rows(pytester, "check"), key=lambda r: r["test"])
+    kl = pruned["kl"]
+    assert 0 < kl["mean"] < kl["maximum"] and kl["se"] > 0 and kl["tokens"] == 127 * pruned["n_windows"]
+    assert kl["median"] < kl["percentiles"]["99"] < kl["maximum"] and 0 < kl["same_top"] < 1
+    assert kl["dp_rms"] > 0 and set(kl["dp_percentiles"]) >= {"99.9", "75", "25", "0.1"}
+    assert unchanged["kl"]["mean"] == 0 and unchanged["kl"]["same_top"] == 1  # the dense model against itself
+    table = result.stdout.str()
+    assert " KL " in table and f"{kl['mean']:.4f} ± {kl['se']:.4f}" in table
+    assert f'name="ppl_kl_mean" value="{kl["mean"]}"' in (pytester.path / "junit.xml").read_text()
+
+
+def test_a_check_over_the_kl_budget_fails_with_one_message(pytester, monkeypatch):
+    project(pytester, SUITE)
+    pytester.runpytest("--ppl-report=report.json").assert_outcomes(passed=2)
+    measured = next(r for r in rows(pytester, "check") if r["test"].endswith("test_pruned"))["kl"]["mean"]
+    budget = round(measured / 2, 4)
+    result = pytester.runpytest(f"--ppl-kl-budget={budget}", "--ppl-report=report.json", "-k", "pruned")
+    result.assert_outcomes(failed=1)
+    out = failures(result)
+    assert out.count("ppl_check: mean KL divergence from the dense model") == 1
+    assert f"exceeds the KL budget {budget:g} by {measured - budget:.4f}" in out
+    assert out.count("windows where divergence is highest: window ") == 1
+    (check,) = rows(pytester, "check")
+    assert check["verdict"] == "fail" and check["decided_by"] == "kl" and check["kl_budget"] == budget
+    assert check["measured_source"] == "cache"  # the PPL and its KL were served: no forward needed
+    assert forwards(pytester) == 0
+    pytester.runpytest(f"--ppl-kl-budget={2 * measured:.4f}", "-k", "pruned").assert_outcomes(passed=1)
+
+
+def test_the_kl_marker_beats_the_option(pytester):
+    project(pytester, SUITE.replace("def test_pruned", "@pytest.mark.ppl_kl_budget('off')\ndef test_pruned"))
+    pytester.runpytest("--ppl-kl-budget=0.000001", "--ppl-report=report.json").assert_outcomes(passed=2)
+    budgets = {r["test"].split("::")[1]: r["kl_budget"] for r in rows(pytester, "check")}
+    assert budgets == {"test_pruned": None, "test_unchanged": 0.000001}  # KL 0 <= any budget
+
+
+@pytest.mark.parametrize("args,where", [(("--ppl-kl-budget=lots",), "--ppl-kl-budget"),
+                                        (("--ppl-kl-budget=-1",), "--ppl-kl-budget"),
+                                        (("-o", "ppl_kl_budget=nan"), "ini ppl_kl_budget")])
+def test_a_bad_kl_budget_is_a_start_up_error(pytester, args, where):
+    project(pytester, SUITE)
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"{where}: invalid KL budget" in result.stderr.str()
+    assert forwards(pytester) == 0
+
+
+def test_a_kl_budget_on_a_number_baseline_says_what_is_missing(pytester):
+    project(pytester, """
+def test_number(model, tok, ppl_check):
+    ppl_check(model, tok, baseline=100.0, kl_budget=0.1)
+""")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    assert failures(result).count("the KL budget 0.1 cannot be judged: the baseline was given as a number") == 1
+
+
+def test_a_recorded_check_serves_its_kl_from_the_committed_file(pytester):
+    project(pytester, SUITE)
+    path = pytester.path / "ppl-baselines.json"
+    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "--ppl-no-cache",
+                       "--ppl-kl-budget=5").assert_outcomes(passed=2)
+    forwards(pytester)
+    data = json.loads(path.read_text())
+    (entry,) = data["checks"]["test_suite.py::test_pruned"]
+    dense = next(iter(data["baselines"].values()))
+    assert entry["kl"]["dense_model_fingerprint"] == dense["model_fingerprint"] and entry["kl"]["mean"] > 0
+    assert "topk" not in json.dumps(dense)  # the dense distribution stays local: the file does not grow
+    # A fresh runner: an empty store, the committed file alone; the unchanged candidate is judged without a forward.
+    result = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-no-cache", "--ppl-kl-budget=5",
+                                "--ppl-report=report.json")
+    result.assert_outcomes(passed=2)
+    assert forwards(pytester) == 0
+    pruned = next(r for r in rows(pytester, "check") if r["test"].endswith("test_pruned"))
+    assert pruned["kl"]["mean"] == entry["kl"]["mean"] and pruned["measured_source"] == "file"
+
+
+COPYING = """
+import copy, os
+from conftest import damage
+
+def test_pruned(model, tok, ppl_baseline, ppl_check):
+    base = ppl_baseline(model, tok)
+    pruned = copy.deepcopy(model)
+    damage(pruned, float(os.environ.get("DAMAGE", "0.3")))
+    ppl_check(pruned, tok, baseline=base, budget="50%")
+"""
+
+
+@pytest.mark.parametrize("suite", ["copy", "in place"])
+def test_a_changed_candidate_on_a_fresh_runner_measures_the_dense_top_k_when_it_can(pytester, monkeypatch, suite):
+    project(pytester, COPYING if suite == "copy" else SUITE)
+    path = pytester.path / "ppl-baselines.json"
+    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "--ppl-no-cache", "-k", "pruned",
+                       "--ppl-kl-budget=5").assert_outcomes(passed=1)
+    monkeypatch.setenv("DAMAGE", "0.35")  # the pruning code changed: the candidate is new, the file has no KL for it
+    result = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-no-cache", "--ppl-kl-budget=5", "-k", "pruned",
+                                "--ppl-regression-tolerance=off", "--ppl-report=report.json")
+    if suite == "copy":
+        result.assert_outcomes(passed=1)
+        (check,) = rows(pytester, "check")
+        assert check["baseline_source"] == "file" and check["kl"]["mean"] > 0
+    else:
+        result.assert_outcomes(failed=1)
+        assert failures(result).count("was changed after ppl_baseline (pruned in place?)") == 1
