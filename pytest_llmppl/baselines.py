@@ -59,6 +59,7 @@ def entry_for(result: PerplexityResult, spec: MeasurementSpec, *, test: str, mod
         "window_index": list(result.window_index),
         "window_nll": list(result.window_nll),
         "window_weight": list(result.window_weight),
+        **({"lm_eval": result.lm_eval.to_json()} if result.lm_eval is not None else {}),
     }
 
 

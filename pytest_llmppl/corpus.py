@@ -1,7 +1,8 @@
 """Text sources: named benchmark corpora, local files, and any Hugging Face dataset.
 
 Each source gives one string, built exactly as the papers build it (see the
-README's "Corpora" table), plus an optional limit to the first N windows (C4's 256).
+README's "Corpora" table), plus an optional limit to the first N windows (C4's 256);
+or, for the lm-eval protocol, a list of documents (``load_corpus(spec, documents=True)``).
 A source that failed to load is remembered for the process, so an offline hub corpus
 costs its retries once, not once per test.
 """
@@ -25,10 +26,15 @@ class Corpus:
     name: str
     text: str
     first_windows: int | None = None
+    documents: tuple[str, ...] = ()  # the lm-eval protocol's documents (``text`` is then their join)
 
     @cached_property
     def fingerprint(self) -> str:
-        """SHA-256 of the text, computed once per corpus object."""
+        """SHA-256 of the text (of each document, for a document corpus), computed once per corpus object."""
+        if self.documents:
+            import json
+
+            return text_fingerprint("documents\n" + json.dumps(list(self.documents)))
         return text_fingerprint(self.text)
 
 
@@ -54,23 +60,29 @@ NAMED: dict[str, _HFSpec] = {
     ),
 }
 _FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".arrow": "arrow"}
+# The lm-eval protocol's documents: lm-evaluation-harness's wikitext task reads this dataset.
+DOCUMENTS: dict[str, _HFSpec] = {
+    "wikitext2": _HFSpec("EleutherAI/wikitext_document_level", "wikitext-2-raw-v1", "test", column="page"),
+}
 _MEMO: dict[str, Corpus] = {}
 _FAILED: dict[str, str] = {}  # spec -> the error it gave, for the rest of the process
 _PATH_SUFFIXES = (".txt", ".text", ".raw", ".parquet", ".jsonl", ".json", ".arrow")
 
 
-def load_corpus(spec: str) -> Corpus:
+def load_corpus(spec: str, documents: bool = False) -> Corpus:
     """``wikitext2`` | ``ptb`` | ``c4`` | a ``.txt``/``.parquet``/``.jsonl``/``.json``/``.arrow``
-    file | ``hf:NAME[:CONFIG]:SPLIT[:COLUMN]``.  Loaded once per process."""
+    file | ``hf:NAME[:CONFIG]:SPLIT[:COLUMN]``.  Loaded once per process.  ``documents``: as a
+    list of documents (the lm-eval protocol): ``wikitext2`` is WikiText-2's document-level test
+    split, a table file gives its ``page`` column, a text file is cut at its top-level headings."""
     if not isinstance(spec, str) or not spec.strip():
         raise CorpusError(f"corpus must be a name or a path, got {spec!r}")
-    key = _memo_key(spec)
+    key = _memo_key(spec) + (" documents" if documents else "")
     if key in _MEMO:
         return _MEMO[key]
     if key in _FAILED:
         raise CorpusError(_FAILED[key] + "\n  (this corpus failed earlier in this run; not retried)")
     try:
-        corpus = _load(spec)
+        corpus = _load_documents(spec) if documents else _load(spec)
     except CorpusError as exc:
         _FAILED[key] = str(exc)
         raise
@@ -135,6 +147,33 @@ def _load(spec: str) -> Corpus:
     raise CorpusError(_unknown(spec))
 
 
+def _load_documents(spec: str) -> Corpus:
+    from .lmeval import split_pages
+
+    if spec in DOCUMENTS or spec.startswith("hf:"):
+        hf = DOCUMENTS[spec] if spec in DOCUMENTS else parse_hf_spec(spec)
+        if spec.startswith("hf:") and len(spec[3:].split(":")) < 4:
+            hf = _HFSpec(hf.path, hf.config, hf.split, column="page")
+        pages = _load_rows(hf, spec)
+    elif spec in NAMED:
+        raise CorpusError(f"the lm-eval protocol needs documents, and {spec} has none: use wikitext2, a "
+                          ".jsonl/.parquet file with a 'page' column, or hf:NAME:CONFIG:SPLIT:COLUMN.")
+    else:
+        path = Path(spec).expanduser()
+        suffix = path.suffix.lower()
+        if not path.is_file():
+            return _load(spec)  # the same errors as any corpus
+        if suffix in (".txt", ".text", ".raw"):
+            pages = list(split_pages(path.read_text(encoding="utf-8")))
+        elif suffix in _FILE_BUILDERS:
+            hf = _HFSpec(_FILE_BUILDERS[suffix], None, "train", column="page", data_files={"train": str(path)})
+            pages = _load_rows(hf, spec)
+        else:
+            raise CorpusError(_bad_suffix(path))
+    name = spec if not Path(spec).is_file() else str(Path(spec).expanduser())
+    return Corpus(name, "\n\n".join(pages), None, tuple(pages))
+
+
 def parse_hf_spec(spec: str) -> _HFSpec:
     """``hf:NAME:SPLIT``, ``hf:NAME:CONFIG:SPLIT`` or ``hf:NAME:CONFIG:SPLIT:COLUMN``."""
     parts = spec[3:].split(":")
@@ -154,6 +193,10 @@ def parse_hf_spec(spec: str) -> _HFSpec:
 
 
 def _load_hf(hf: _HFSpec, spec: str) -> str:
+    return hf.joiner.join(_load_rows(hf, spec))
+
+
+def _load_rows(hf: _HFSpec, spec: str) -> list[str]:
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
@@ -171,8 +214,7 @@ def _load_hf(hf: _HFSpec, spec: str) -> str:
             "Name the text column with hf:NAME:CONFIG:SPLIT:COLUMN."
         )
     rows = ds[hf.column] if hf.first_rows is None else ds[: hf.first_rows][hf.column]
-    rows = [r if isinstance(r, str) else ("" if r is None else str(r)) for r in rows]
-    return hf.joiner.join(rows)
+    return [r if isinstance(r, str) else ("" if r is None else str(r)) for r in rows]
 
 
 def _unavailable_message(hf: _HFSpec, spec: str, exc: Exception) -> str:

@@ -170,6 +170,7 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
         worst_recorded=worst_recorded,
         identical_to_baseline=identical,
         kl=kl if finite else None,
+        lm_eval=result.lm_eval,
         kl_budget=kl_budget,
         worst_kl=worst_kl,
     )

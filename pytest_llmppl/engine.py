@@ -157,7 +157,8 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
                  max_windows: int | None = None, first_windows: int | None = None, batch_size="auto",
                  device=None, dtype=None, head: str = "auto", progress=None,
                  order: list[int] | None = None, stop=None, want_argmax: bool = False, keep_topk: int = 0,
-                 reference: Any = None, reference_key: str = "") -> EngineOutput:
+                 reference: Any = None, reference_key: str = "",
+                 doc_lengths: list[int] | None = None) -> EngineOutput:
     """Per-window NLLs of ``model`` on the token stream ``ids`` (1-D int array).
 
     ``first_windows`` keeps only the corpus's first N windows (C4's 256); ``max_windows``
@@ -173,7 +174,7 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
 
     check_causal_lm(model)
     ids = np.asarray(ids)
-    windows = plan_checked(len(ids), seqlen, protocol, stride, first_windows)
+    windows = plan_checked(len(ids), seqlen, protocol, stride, first_windows, doc_lengths)
     check_vocab(model, ids)
     chosen = spread_subset(len(windows), max_windows)
     if order is not None:
@@ -211,10 +212,13 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
 
 
 def plan_checked(n_tokens: int, seqlen: int, protocol: str, stride: int | None,
-                 first_windows: int | None = None) -> list[Window]:
+                 first_windows: int | None = None, doc_lengths: list[int] | None = None) -> list[Window]:
     """The protocol's windows; a corpus shorter than one window is an error naming the fix."""
-    windows = plan_windows(n_tokens, seqlen, protocol, stride, first_windows)
-    if not windows or (protocol != "sliding" and n_tokens < seqlen):
+    windows = plan_windows(n_tokens, seqlen, protocol, stride, first_windows, doc_lengths)
+    if protocol == "lm-eval" and not windows:
+        raise CorpusError("the corpus has no document with a token to score: the lm-eval protocol needs documents "
+                          "(wikitext2, a .jsonl/.parquet file with a 'page' column, or WikiText raw text).")
+    if not windows or (protocol not in ("sliding", "lm-eval") and n_tokens < seqlen):
         raise CorpusError(
             f"the corpus has {n_tokens} tokens, shorter than one window of {seqlen}: "
             "use a smaller seqlen (--ppl-seqlen) or a longer corpus."
@@ -265,6 +269,7 @@ class _BatchRun:
         try:
             with (torch.autocast(batch.device.type, dtype=self.cast) if self.cast is not None else nullcontext()):
                 outputs = token_ce(self.model, batch, self.path, argmax=self.want_argmax, keep_topk=self.keep_topk,
+                                   drop_last_input=self.protocol == "lm-eval",
                                    noise=self._noise(group, batch) if self.keep_topk else None,
                                    reference=self.reference.batch(group) if self.reference is not None else None)
         except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
@@ -331,11 +336,13 @@ class TokenOutputs:
 
 
 def token_ce(model, batch, path: str = "full", argmax: bool = False, keep_topk: int = 0, noise: Any = None,
-             reference: tuple[Any, ...] | None = None) -> TokenOutputs:
+             reference: tuple[Any, ...] | None = None, drop_last_input: bool = False) -> TokenOutputs:
     """Float32 CE of each next-token prediction [B, L-1]; with ``argmax`` the top-1 ids, with
     ``keep_topk`` the model's reference at each position (its top-k, and draws from the rest
     picked by ``noise`` [B, L-1, m]), with ``reference`` (a dense model's, at the same
-    positions) the divergence from it."""
+    positions) the divergence from it.  ``drop_last_input``: the model sees the window without its
+    last token (lm-eval's input: a window of L + 1 tokens is L positions), not the whole window
+    with its last logits discarded (Torch-Pruning's)."""
     import torch
     import torch.nn.functional as F
 
@@ -343,15 +350,16 @@ def token_ce(model, batch, path: str = "full", argmax: bool = False, keep_topk: 
 
     labels = batch[:, 1:]
     n_pos = batch.shape[1] - 1
+    inputs = batch[:, :-1] if drop_last_input else batch
     if path == "chunked":
         base = getattr(model, model.base_model_prefix)
-        out = base(input_ids=batch, use_cache=False)
+        out = base(input_ids=inputs, use_cache=False)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         head = model.get_output_embeddings()
         vocab = head.out_features
         source = lambda s, e: head(hidden[:, s:e])  # noqa: E731
     else:
-        out = model(input_ids=batch, use_cache=False)
+        out = model(input_ids=inputs, use_cache=False)
         logits = getattr(out, "logits", None)
         if logits is None and isinstance(out, torch.Tensor):
             logits = out
@@ -360,9 +368,9 @@ def token_ce(model, batch, path: str = "full", argmax: bool = False, keep_topk: 
                 f"{type(model).__name__} returned {type(out).__name__} without .logits: "
                 "perplexity needs a causal LM whose output has logits (AutoModelForCausalLM)."
             )
-        if logits.dim() != 3 or logits.shape[:2] != batch.shape:
+        if logits.dim() != 3 or logits.shape[:2] != inputs.shape:
             raise ModelError(
-                f"logits of shape {tuple(logits.shape)} do not match the input {tuple(batch.shape)}: "
+                f"logits of shape {tuple(logits.shape)} do not match the input {tuple(inputs.shape)}: "
                 "the model does not return one next-token distribution per position."
             )
         vocab = logits.shape[-1]

@@ -36,12 +36,22 @@ class Prepared:
         self._store = store
 
     @cached_property
-    def _tokens(self) -> tuple[Any, str, list[Window]]:
+    def _tokens(self) -> tuple[Any, str, list[Window], list[int] | None]:
         from .engine import plan_checked
-        from .tokens import tokenize
+        from .tokens import tokenize, tokenize_documents
 
-        ids, source = tokenize(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
-        return ids, source, plan_checked(len(ids), self.seqlen, self.protocol, self.stride, self.corpus.first_windows)
+        lengths = None
+        if self.corpus.documents:
+            ids, lengths, source = tokenize_documents(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
+        else:
+            ids, source = tokenize(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
+        windows = plan_checked(len(ids), self.seqlen, self.protocol, self.stride, self.corpus.first_windows, lengths)
+        return ids, source, windows, lengths
+
+    @property
+    def doc_lengths(self) -> list[int] | None:
+        """Each document's length in the token stream (a document corpus: the lm-eval protocol)."""
+        return self._tokens[3]
 
     @property
     def ids(self) -> Any:
@@ -91,7 +101,17 @@ def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None
     from .fingerprint import tokenizer_fingerprint
 
     tok = resolve_tokenizer(model, tokenizer)
-    text = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
+    documents = protocol == "lm-eval"
+    text = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, documents=documents)
+    if documents and not text.documents:
+        from .errors import CorpusError
+
+        raise CorpusError(f"the lm-eval protocol needs a corpus of documents; {text.name} was loaded as one text: "
+                          "pass its name or path instead.")
+    if documents and seqlen is None and getattr(model, "seqlen", None) is None:
+        from .lmeval import default_max_length
+
+        seqlen = default_max_length(model, tok)  # lm-eval's max_length, not capped as the other protocols are
     seqlen = resolve_seqlen(model, seqlen, allow_long_seqlen)
     if protocol == "sliding" and stride is not None and stride > seqlen:
         from .errors import SettingsError
@@ -170,10 +190,18 @@ def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str
 
     out = evaluate_ids(model, prepared.ids, seqlen=prepared.seqlen, protocol=prepared.protocol,
                        stride=prepared.stride, max_windows=prepared.max_windows,
-                       first_windows=prepared.corpus.first_windows, batch_size=batch_size, device=device,
+                       first_windows=prepared.corpus.first_windows, doc_lengths=prepared.doc_lengths,
+                       batch_size=batch_size, device=device,
                        dtype=dtype, progress=progress, order=order, stop=stop, want_argmax=top1,
                        keep_topk=keep_topk, reference=reference.topk if reference is not None else None,
                        reference_key=reference.identity.key if reference is not None and reference.identity else "")
+    metrics = None
+    if prepared.corpus.documents and len(out.window_index) == out.n_windows_total:
+        import math
+
+        from .lmeval import DocumentStats, LMEvalMetrics
+
+        metrics = LMEvalMetrics.of(math.fsum(out.window_nll), DocumentStats.of(prepared.corpus.documents))
     return PerplexityResult(
         ppl=ppl_from(out.window_nll, out.window_weight),
         corpus=prepared.corpus.name,
@@ -193,6 +221,7 @@ def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str
         batch_size=out.batch_size,
         head_path=out.head_path,
         tokens_source=prepared.tokens_source,
+        lm_eval=metrics,
         top1=out.top1,
         topk=out.topk,
         divergence=out.divergence,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from .divergence import KLDivergence
+    from .lmeval import LMEvalMetrics
     from .stats import PairedDelta, Top1Agreement
 
 
@@ -108,6 +109,7 @@ class MeasureRecord:
     measured_source: Source
     seconds: float
     notes: tuple[str, ...] = ()
+    lm_eval: LMEvalMetrics | None = None  # word/byte perplexity, bits per byte (--ppl-protocol=lm-eval)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ class CheckRecord:
     kl: KLDivergence | None = None
     kl_budget: float | None = None                # nats per token; None = off
     worst_kl: tuple[WindowLoss, ...] = ()         # where the divergence is highest, when over the KL budget
+    lm_eval: LMEvalMetrics | None = None          # word/byte perplexity, bits per byte (--ppl-protocol=lm-eval)
 
     @property
     def relative_budget(self) -> bool:
@@ -241,6 +244,10 @@ def _typed(name: str, value: Any) -> Any:
         from .divergence import KLDivergence
 
         return KLDivergence.from_json(value)
+    if name == "lm_eval":
+        from .lmeval import LMEvalMetrics
+
+        return LMEvalMetrics.from_json(value)
     if name == "early":
         return EarlyInfo(**value)
     if name in ("worst", "worst_recorded", "worst_kl"):

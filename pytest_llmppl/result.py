@@ -37,6 +37,9 @@ class PerplexityResult:
     batch_size: int = 1
     head_path: str = "full"        # which forward ran: "chunked" (decoder, then the head in chunks) or "full"
     tokens_source: str = ""        # memory | cache | tokenized
+    # lm-eval's word perplexity, byte perplexity and bits per byte (``lmeval.LMEvalMetrics``): the
+    # lm-eval protocol, every window evaluated.
+    lm_eval: Any = field(default=None, compare=False)
     # The dense model's argmax at each scored position (window -> int32 array), when kept.
     top1: dict[int, Any] | None = field(default=None, compare=False, repr=False)
     # The dense model's top-k at each scored position (``divergence.DenseTopK``), when kept (a baseline).
@@ -99,6 +102,7 @@ class PerplexityResult:
         data["ppl"] = _json_float(self.ppl)
         data["seconds"] = _json_float(self.seconds)
         data["tokens_per_second"] = _json_float(self.tokens_per_second)
+        data["lm_eval"] = self.lm_eval.to_json() if self.lm_eval is not None else None
         data["finite"] = self.finite
         data["subset"] = self.subset
         if self.identity is not None:
@@ -107,8 +111,13 @@ class PerplexityResult:
 
     def __str__(self) -> str:
         est = " (estimate from a subset)" if self.subset else ""
-        return (f"PPL {self.ppl:.4f}{est} on {self.corpus}, seqlen {self.seqlen}, "
+        text = (f"PPL {self.ppl:.4f}{est} on {self.corpus}, seqlen {self.seqlen}, "
                 f"{self.n_windows}/{self.n_windows_total} windows, protocol {self.protocol}")
+        if self.lm_eval is not None:
+            m = self.lm_eval
+            text += (f"; word perplexity {m.word_perplexity:.4f}, byte perplexity {m.byte_perplexity:.4f}, "
+                     f"bits per byte {m.bits_per_byte:.4f}")
+        return text
 
 
 def _json_float(x: float) -> float | None:

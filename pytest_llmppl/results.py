@@ -98,6 +98,7 @@ def result_entry(result: PerplexityResult) -> dict[str, Any]:
         "window_index": list(result.window_index), "window_nll": list(result.window_nll),
         "window_weight": list(result.window_weight), "device": result.device, "dtype": result.dtype,
         "seconds": result.seconds, "batch_size": result.batch_size, "head_path": result.head_path,
+        **({"lm_eval": result.lm_eval.to_json()} if result.lm_eval is not None else {}),
     }
 
 
@@ -114,8 +115,19 @@ def result_from_entry(entry: dict[str, Any], *, top1: dict[int, Any] | None = No
         window_index=tuple(entry["window_index"]), window_nll=nll, window_weight=weight,
         seconds=float(entry.get("seconds") or 0.0), device=entry["device"], dtype=entry["dtype"],
         batch_size=int(entry.get("batch_size") or 1), head_path=entry.get("head_path", "full"),
-        top1=top1, topk=topk, identity=identity,
+        top1=top1, topk=topk, identity=identity, lm_eval=_lm_eval(entry.get("lm_eval")),
     )
+
+
+def _lm_eval(value: Any) -> Any:
+    from .lmeval import LMEvalMetrics
+
+    if not isinstance(value, dict):
+        return None
+    try:
+        return LMEvalMetrics.from_json(value)
+    except (KeyError, TypeError):
+        return None
 
 
 def pack_top1(top1: dict[int, Any]) -> tuple[Any, dict[str, Any]]:

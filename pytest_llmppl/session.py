@@ -271,7 +271,7 @@ class PPLSession:
         call = self._call(model, tokenizer, overrides, "ppl_of", test)
         result, source, _ = self._obtain(model, call, test)
         self.pending.append(MeasureRecord(call.subject(test, result), _finite_or_none(result.ppl), source,
-                                          time.perf_counter() - t0, self._wait_note(call)))
+                                          time.perf_counter() - t0, self._wait_note(call), result.lm_eval))
         return result
 
     def baseline(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> Baseline:

@@ -1,6 +1,8 @@
 """Tokenize a corpus once, as one sequence with the tokenizer's default special
 tokens (so one BOS at the very start for Llama-style tokenizers), and keep the
-ids on disk keyed by the corpus text and the tokenizer's content."""
+ids on disk keyed by the corpus text and the tokenizer's content.  A document corpus
+(the lm-eval protocol) is encoded document by document, as lm-eval does, and kept
+with each document's length."""
 
 from __future__ import annotations
 
@@ -41,6 +43,32 @@ def tokenize(corpus: Corpus, tokenizer: Any, store: Store | None = None,
                             {"corpus": corpus.name, "n_tokens": int(ids.size)})
     _MEMO[key] = ids
     return ids, source
+
+
+def tokenize_documents(corpus: Corpus, tokenizer: Any, store: Store | None = None,
+                       tokenizer_fp: str | None = None) -> tuple[Any, list[int], str]:
+    """A document corpus as lm-eval feeds it (``lmeval.encode_documents``): the token stream, each
+    document's length in it, and where it came from (``memory`` | ``cache`` | ``tokenized``)."""
+    import numpy as np
+
+    from .lmeval import encode_documents
+
+    key = digest("lm-eval documents", FORMAT, corpus.fingerprint, tokenizer_fp or tokenizer_fingerprint(tokenizer))
+    hit = _MEMO.get(key)
+    if isinstance(hit, tuple):
+        return hit[0], hit[1], "memory"
+    found = store.get_array(NAMESPACE, key) if store is not None else None
+    lengths = found[0].get("doc_lengths") if found is not None else None
+    if found is not None and isinstance(lengths, list) and sum(lengths) == len(found[1]):
+        ids, source = found[1].astype(np.int64, copy=False), "cache"
+    else:
+        ids, lengths = encode_documents(corpus.documents, tokenizer)
+        source = "tokenized"
+        if store is not None:
+            store.put_array(NAMESPACE, key, ids.astype(np.int64),
+                            {"corpus": corpus.name, "n_tokens": int(ids.size), "doc_lengths": lengths})
+    _MEMO[key] = (ids, lengths)
+    return ids, lengths, source
 
 
 def _encode(text: str, tokenizer: Any) -> Any:

@@ -9,13 +9,16 @@ offset 0 never is).  The protocols:
 - ``tokens``: the same windows; ``sum CE`` over ``seqlen - 1`` (the exact token mean).
 - ``sliding``: windows of ``seqlen`` starting every ``stride`` tokens; each scores only
   the tokens the previous window did not (the Hugging Face perplexity guide).
+- ``lm-eval``: lm-evaluation-harness's rolling windows, document by document, over a
+  stream of documents each led by a prefix token (``lmeval.plan_rolling_windows``);
+  ``sum CE`` over the scored tokens.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROTOCOLS = ("torch-pruning", "tokens", "sliding")
+PROTOCOLS = ("torch-pruning", "tokens", "sliding", "lm-eval")
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,21 @@ class Window:
 
 
 def plan_windows(n_tokens: int, seqlen: int, protocol: str = "torch-pruning",
-                 stride: int | None = None, cap: int | None = None) -> list[Window]:
-    """All windows of a token stream of length ``n_tokens`` (before any subset)."""
+                 stride: int | None = None, cap: int | None = None,
+                 doc_lengths: list[int] | None = None) -> list[Window]:
+    """All windows of a token stream of length ``n_tokens`` (before any subset); ``lm-eval``
+    needs the stream's ``doc_lengths``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if seqlen < 2:
         raise ValueError(f"seqlen must be at least 2, got {seqlen}")
+    if protocol == "lm-eval":
+        from .lmeval import plan_rolling_windows
+
+        if doc_lengths is None or sum(doc_lengths) != n_tokens:
+            raise ValueError("the lm-eval protocol needs the length of every document in the token stream")
+        rolling = plan_rolling_windows(doc_lengths, seqlen)
+        return rolling[:cap] if cap else rolling
     if protocol == "sliding":
         stride = seqlen if stride is None else stride
         if not 1 <= stride <= seqlen:
