@@ -329,20 +329,60 @@ def _footer(records: list[Record], outcomes: dict[str, int]) -> str:
     return (f"pytest: {tests}. " if tests else "") + ours
 
 
+MAX_BARS = 60  # more windows are averaged in bins: a bar per window is a smear at 166 or 1,000
+AXIS_LABELS = 10  # window numbers on the axis: more overlap
+# Mermaid draws a bar from the plot's bottom up to its value.  So a bar from 0 to v, below zero when
+# v < 0, is drawn in two series: the colour up to max(0, v), then the background colour up to
+# min(0, v), covering what lies below the bar; a dark line marks zero.  The chart's background is
+# set, so that the covering bars match it in any theme.
+CHART_INIT = ('%%{init: {"theme": "base", "themeVariables": {"xyChart": {"backgroundColor": "#ffffff", '
+              '"plotColorPalette": "#c0392b, #ffffff, #444444"}}}}%%')
+
+
+def chart_bins(window_index: tuple[int, ...], deltas: list[float]) -> tuple[list[int], list[float], int]:
+    """(first window of each bar, its mean ΔNLL, windows per bar): one bar per window up to
+    ``MAX_BARS``, else consecutive bins of equal size (the last may be smaller)."""
+    size = max(1, math.ceil(len(deltas) / MAX_BARS))
+    starts, means = [], []
+    for b in range(0, len(deltas), size):
+        chunk = deltas[b:b + size]
+        starts.append(window_index[b])
+        means.append(math.fsum(chunk) / len(chunk))
+    return starts, means, size
+
+
 def _chart(r: CheckRecord) -> list[str]:
-    """Mermaid ``xychart-beta``: ΔNLL per token of each window, in corpus order (bars below zero
-    where a window got better)."""
-    values = [0.0 if d is None or not math.isfinite(d) else round(d, 4) for d in r.window_delta]
+    """Mermaid ``xychart-beta`` of the ΔNLL per token along the corpus: a bar per window (or per
+    bin of windows, averaged, when there are many; the axis says so), a few axis labels, bars
+    below zero where the candidate got better, and a title that fits (the test id is in the
+    ``<summary>`` line above)."""
+    values = [0.0 if d is None or not math.isfinite(d) else d for d in r.window_delta]
     if not values:
         return []
-    lo, hi = min(0.0, *values), max(0.0, *values)
+    starts, means, size = chart_bins(r.window_index, values)
+    lo, hi = min(0.0, *means), max(0.0, *means)
+    pad = 0.05 * (hi - lo) or 1e-3
+    lo, hi = (lo - pad if lo < 0 else 0.0), hi + pad
+    every = math.ceil(len(starts) / AXIS_LABELS)
+    # A band axis (bars side by side); the bars between labels get distinct invisible names (a
+    # band axis merges equal ones), so a few window numbers stand apart and readable.
+    labels = [f'"{i}"' if k % every == 0 else '"' + "\u200b" * (k + 1) + '"' for k, i in enumerate(starts)]
+    title = "window" if size == 1 else f"window (each bar: mean of {size} windows)"
+    axis = f'    x-axis "{title}" [{", ".join(labels)}]'
+
+    def series(xs: list[float]) -> str:
+        return "[" + ", ".join(f"{x:.4f}" for x in xs) + "]"
+
     return [
         "```mermaid",
+        CHART_INIT,
         "xychart-beta",
-        '    title "ΔNLL per window (nats/token)"',
-        f'    x-axis "window" [{", ".join(str(i) for i in r.window_index)}]',
-        f'    y-axis "ΔNLL (nats/token)" {lo:.4f} --> {hi if hi > lo else lo + 1e-3:.4f}',
-        f"    bar [{', '.join(f'{v:.4f}' for v in values)}]",
+        '    title "ΔNLL per window vs baseline"',
+        axis,
+        f'    y-axis "ΔNLL (nats/token)" {lo:.4f} --> {hi:.4f}',
+        f"    bar {series([max(0.0, m) for m in means])}",
+        f"    bar {series([min(0.0, m) if min(0.0, m) > lo else lo for m in means])}",
+        f"    line {series([0.0] * len(means))}",
         "```",
         "",
     ]
