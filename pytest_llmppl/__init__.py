@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return load_corpus
     if name == "PerplexityResult":
-        from .result import PerplexityResult
+        from .perplexity_result import PerplexityResult
 
         return PerplexityResult
     raise AttributeError(f"module 'pytest_llmppl' has no attribute {name!r}")

@@ -7,7 +7,7 @@ from typing import Any
 from .cache import Store
 from .corpus import Corpus
 from .measurement import prepare, resolve_tokenizer, run
-from .result import PerplexityResult
+from .perplexity_result import PerplexityResult
 
 __all__ = ["evaluate", "resolve_tokenizer"]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import BaselineError
 from .identity import MeasurementSpec, entry_keys
-from .result import PerplexityResult
+from .perplexity_result import PerplexityResult
 
 FILE_FORMAT = "pytest-llmppl baselines v3"
 BASELINES_ONLY_FORMATS = ("pytest-llmppl baselines v2",)  # 0.2: read as baselines, rewritten as v3 on update
@@ -71,7 +71,7 @@ def relative_name(name: str, file_dir: Path) -> str:
 
 
 def entry_result(entry: dict[str, Any], spec: MeasurementSpec) -> PerplexityResult:
-    from .results import result_from_entry
+    from .result_store import result_from_entry
 
     return result_from_entry(entry, identity=spec.with_runtime(entry), corpus=spec.corpus_name)
 

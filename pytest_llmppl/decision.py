@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from .hotspots import describe, window_deltas, worst_windows
 from .identity import MeasurementSpec
-from .records import AgainstRecord, CheckRecord, EarlyInfo, Source, Verdict, WindowLoss, se_text, signed
-from .result import PerplexityResult
+from .perplexity_result import PerplexityResult
+from .report_records import AgainstRecord, CheckRecord, EarlyInfo, Source, Verdict, WindowLoss, se_text, signed
 from .settings import Budget
 from .stats import EarlyDecision, paired_delta, top1_agreement
 
@@ -70,8 +70,8 @@ class EarlyRules:
                    for r in (self.budget, self.regression) if r is not None)
 
 
-def early_rules(base: PerplexityResult | None, base_spec: MeasurementSpec | None, call: Any,
-                threshold: float, recorded: Recorded) -> tuple[EarlyRules | None, list[int] | None]:
+def early_rules(base: PerplexityResult | None, base_spec: MeasurementSpec | None, call: Any, budget: Budget,
+                base_ppl: float, recorded: Recorded) -> tuple[EarlyRules | None, list[int] | None]:
     """The sequential rules and a fixed pseudo-random window order, when early verdicts are on
     and the baseline (and a recorded result being compared) covers every window of the same
     (content-identified) corpus."""
@@ -83,7 +83,7 @@ def early_rules(base: PerplexityResult | None, base_spec: MeasurementSpec | None
     confidence = call.settings.confidence
     if reg is not None:
         confidence = 1 - (1 - confidence) / 2
-    rules = EarlyRules(_rule(base, threshold, confidence))
+    rules = EarlyRules(_rule(base, budget.threshold(base_ppl), confidence))
     if reg is not None and recorded.threshold is not None:
         rules.regression = _rule(reg, recorded.threshold, confidence)
     idx = list(base.window_index)
@@ -98,9 +98,9 @@ def _rule(reference: PerplexityResult, threshold: float, confidence: float) -> E
 
 
 def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float, base_source: Source,
-           result: PerplexityResult, source: Source, budget: Budget, threshold: float,
-           rules: EarlyRules | None, seconds: float, recorded: Recorded = NO_RECORD,
-           kl: KLDivergence | None = None) -> CheckRecord:
+           result: PerplexityResult, source: Source, budget: Budget, rules: EarlyRules | None, seconds: float,
+           recorded: Recorded = NO_RECORD, kl: KLDivergence | None = None) -> CheckRecord:
+    threshold = budget.threshold(base_ppl)
     # An early verdict: the rules stopped the run before its end, certain of every comparison.
     decided = rules if rules is not None and result.subset and rules.certain() else None
     est = decided.budget.estimate if decided is not None else None

@@ -1,4 +1,5 @@
-"""Windows -> forward -> per-window NLL.  Pure: no files, no pytest, no caches.
+"""Windows -> forward -> per-window NLL: the evaluation loop.  Pure: no files, no pytest, no caches.
+What it asks of a model (context length, head path, devices, dtypes) is ``model_facts``.
 
 The loss is cross-entropy in float32 (whatever the model dtype), per-window sums in
 float64.  For models whose head is a plain linear layer the head and the loss run
@@ -9,26 +10,17 @@ float32 upcast).  Both give the same per-token CE up to float rounding.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CorpusError, ModelError, SettingsError, TokenizerError
-from .windows import Window, plan_windows, spread_subset, window_weight
+from .errors import ModelError, SettingsError
+from .model_facts import evaluation_plan, input_device, param_dtype
+from .windows import Window, plan_evaluation, window_weight
 
-# Architectures whose CausalLM forward is exactly ``lm_head(decoder(x))``.
-PLAIN_HEAD_TYPES = frozenset({
-    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gpt2", "opt",
-    "phi3", "gemma", "starcoder2", "olmo", "olmo2",
-})
-# Config keys that mean the head does more than a linear layer.
-HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 LOGITS_CHUNK_BYTES = 128 * 2**20  # float32 log-probs per chunk: bounds the head's memory
 FUSED_CHUNK_BYTES = 256 * 2**20  # half-precision logits per chunk on the fused CUDA path
-DEFAULT_MAX_SEQLEN = 4096
 CUDA_TOKENS_PER_BATCH = 2048
 CPU_START_TOKENS = 1024  # CPU auto starts near this many tokens per forward, then grows while faster
 
@@ -52,107 +44,6 @@ class EngineOutput:
     divergence: Any = None  # divergence.TokenDivergence: per token, against ``reference``
 
 
-def resolve_seqlen(model, seqlen: int | None, allow_long: bool = False) -> int:
-    """``seqlen`` > ``model.seqlen`` > ``min(config.max_position_embeddings, 4096)``."""
-    config = getattr(model, "config", None)
-    max_pos = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if seqlen is None:
-        seqlen = getattr(model, "seqlen", None)
-    if seqlen is None:
-        if max_pos is None:
-            raise ModelError("cannot tell the model's context length: pass seqlen=N (or --ppl-seqlen N).")
-        seqlen = min(int(max_pos), DEFAULT_MAX_SEQLEN)
-    if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 2:
-        raise SettingsError(f"seqlen must be an integer >= 2, got {seqlen!r}")
-    if max_pos is not None and seqlen > int(max_pos) and not allow_long:
-        raise ModelError(
-            f"seqlen {seqlen} exceeds the model's max_position_embeddings ({max_pos}); "
-            f"use seqlen <= {max_pos}, or force it with allow_long_seqlen=True (--ppl-allow-long-seqlen) "
-            "if the model really extrapolates."
-        )
-    return seqlen
-
-
-def check_causal_lm(model) -> None:
-    """Refuse models that are not causal LMs or have no data, before any forward."""
-    config = getattr(model, "config", None)
-    name = type(model).__name__
-    if getattr(config, "is_encoder_decoder", False) or any(
-        s in name for s in ("MaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
-    ):
-        raise ModelError(
-            f"{name} is not a causal language model; perplexity needs a decoder-only LM "
-            "(load it with AutoModelForCausalLM)."
-        )
-    if getattr(model, "hf_device_map", None):
-        return  # accelerate-dispatched: offloaded weights sit on "meta" and are loaded by hooks
-    for pname, p in model.named_parameters():
-        if p.is_meta:
-            raise ModelError(
-                f"parameter {pname} is on the meta device (no weights loaded): load real weights "
-                "(no init_empty_weights / device_map='meta') or finish offloading before evaluating."
-            )
-        break
-
-
-def check_vocab(model, ids) -> None:
-    """Every token id must index the model's input embedding."""
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    rows = getattr(emb, "num_embeddings", None)
-    if rows is None or len(ids) == 0:
-        return
-    top = int(ids.max())
-    if top >= rows:
-        raise TokenizerError(
-            f"the tokenizer produced id {top} but the model's embedding has only {rows} rows: "
-            "this tokenizer does not belong to this model. Pass the model's own tokenizer "
-            "(or resize the model's embeddings with model.resize_token_embeddings)."
-        )
-
-
-def head_path(model) -> str:
-    """``chunked`` when running the decoder and then the head is provably what the model's own
-    forward does, else ``full`` (the model's forward, hooks and all).
-
-    Provably: a stock transformers class of a plain-head architecture, its own ``forward``
-    (not overridden on the instance, as accelerate and wrappers do), no forward hooks on the
-    model or globally, a stock decoder under ``base_model_prefix`` and a plain ``nn.Linear``
-    head.  PEFT models, ``torch.compile``d models, subclasses with their own forward and
-    hooked models all take the full path and so give exactly their own logits.
-    """
-    import torch
-
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) not in PLAIN_HEAD_TYPES:
-        return "full"
-    if any(getattr(config, k, None) not in (None, 1, 1.0) for k in HEAD_EXTRAS):
-        return "full"
-    base = getattr(model, getattr(model, "base_model_prefix", "") or "", None)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if not isinstance(base, torch.nn.Module) or base is model or type(head) is not torch.nn.Linear:
-        return "full"
-    if not all(_stock(m) for m in (model, base, head)) or _global_hooks():
-        return "full"
-    return "chunked"
-
-
-def _stock(module) -> bool:
-    """A module whose forward is its class's own, from transformers or torch, with no hooks."""
-    cls = type(module)
-    if "forward" in vars(module) or not cls.__module__.startswith(("transformers.", "torch.nn.")):
-        return False
-    if not getattr(cls.forward, "__module__", "").startswith(("transformers.", "torch.nn.")):
-        return False
-    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_forward_hooks_with_kwargs")
-    return not any(getattr(module, h, None) for h in hooks)
-
-
-def _global_hooks() -> bool:
-    from torch.nn.modules import module as nn_module
-
-    return any(getattr(nn_module, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
-
-
 def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", stride: int | None = None,
                  max_windows: int | None = None, first_windows: int | None = None, batch_size="auto",
                  device=None, dtype=None, head: str = "auto", progress=None,
@@ -172,17 +63,14 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
     import numpy as np
     import torch
 
-    check_causal_lm(model)
     ids = np.asarray(ids)
-    windows = plan_checked(len(ids), seqlen, protocol, stride, first_windows, doc_lengths)
-    check_vocab(model, ids)
-    chosen = spread_subset(len(windows), max_windows)
+    plan = evaluation_plan(model, ids, head, dtype)
+    windows, chosen = plan_evaluation(len(ids), seqlen, protocol, stride, first_windows, doc_lengths, max_windows)
     if order is not None:
         if sorted(order) != sorted(chosen):
             raise ValueError("order must be a permutation of the chosen windows")
         chosen = list(order)
-    path = head_path(model) if head == "auto" else head
-    cast = _autocast_dtype(model, dtype)
+    path, cast = plan.head_path, plan.cast
     t0 = time.perf_counter()
     with _evaluation_mode(model, None if device in (None, "auto") else torch.device(device)) as in_device:
         # The whole stream goes to the device once: a host-to-device copy per batch from
@@ -204,26 +92,11 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
         batch_size=run.sizer.largest,
         head_path=path,
         device=str(in_device),
-        dtype=str(cast or param_dtype(model)).replace("torch.", ""),
+        dtype=plan.dtype,
         top1={i: run.tops[i].cpu().numpy() for i in done} if want_argmax else None,
         topk=run.dense_topk(done) if keep_topk else None,
         divergence=run.token_divergence(done, reference_key) if reference is not None else None,
     )
-
-
-def plan_checked(n_tokens: int, seqlen: int, protocol: str, stride: int | None,
-                 first_windows: int | None = None, doc_lengths: list[int] | None = None) -> list[Window]:
-    """The protocol's windows; a corpus shorter than one window is an error naming the fix."""
-    windows = plan_windows(n_tokens, seqlen, protocol, stride, first_windows, doc_lengths)
-    if protocol == "lm-eval" and not windows:
-        raise CorpusError("the corpus has no document with a token to score: the lm-eval protocol needs documents "
-                          "(wikitext2, a .jsonl/.parquet file with a 'page' column, or WikiText raw text).")
-    if not windows or (protocol not in ("sliding", "lm-eval") and n_tokens < seqlen):
-        raise CorpusError(
-            f"the corpus has {n_tokens} tokens, shorter than one window of {seqlen}: "
-            "use a smaller seqlen (--ppl-seqlen) or a longer corpus."
-        )
-    return windows
 
 
 class _BatchRun:
@@ -448,12 +321,12 @@ class _DeviceReference:
     def __init__(self, reference: Any, windows: list[Window], chosen: list[int], device: Any):
         import torch
 
-        if not reference.covers(chosen):
+        parts = [getattr(reference, name) for name in reference.PARTS]
+        if any(i not in parts[-1] for i in chosen):
             raise ValueError("the reference does not cover every chosen window")
         self.k = reference.k
         self.windows = windows
-        self.parts = {i: tuple(torch.as_tensor(reference.part(name)[i]).to(device) for name in reference.PARTS)
-                      for i in chosen}
+        self.parts = {i: tuple(torch.as_tensor(part[i]).to(device) for part in parts) for i in chosen}
 
     def batch(self, group: list[int]) -> tuple[Any, ...]:
         import torch
@@ -496,41 +369,6 @@ def _same_length_prefix(windows: list[Window], idx: list[int]) -> list[int]:
             break
         out.append(i)
     return out
-
-
-def param_dtype(model):
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    import torch
-
-    return torch.float32
-
-
-def _autocast_dtype(model, dtype):
-    """A lower precision than the weights' runs under autocast; a higher one is refused."""
-    import torch
-
-    if dtype is None or dtype == "auto":
-        return None
-    want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    have = param_dtype(model)
-    if want == have:
-        return None
-    if torch.finfo(want).bits > torch.finfo(have).bits:
-        raise SettingsError(
-            f"dtype {str(want).replace('torch.', '')} is wider than the model's weights "
-            f"({str(have).replace('torch.', '')}): load the model in that dtype instead."
-        )
-    return want
-
-
-def input_device(model):
-    """Where inputs go: the input embedding's device (right for device_map='auto' too)."""
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if emb is not None and hasattr(emb, "weight"):
-        return emb.weight.device
-    return next(model.parameters()).device
 
 
 @contextmanager
@@ -630,15 +468,3 @@ class BatchSizer:
         self.current //= 2
         self.settled = True
         return True
-
-
-def ppl_from(nll: Sequence[float], weight: Sequence[float]) -> float:
-    """exp(sum NLL / sum weight), NaN/inf kept as such."""
-    total_w = math.fsum(weight)
-    total = math.fsum(nll)
-    if not math.isfinite(total):
-        return float("nan") if math.isnan(total) else float("inf")
-    try:
-        return math.exp(total / total_w)
-    except OverflowError:
-        return float("inf")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .records import WindowLoss, signed
-from .result import PerplexityResult
+from .perplexity_result import PerplexityResult
+from .report_records import WindowLoss, signed
 from .windows import Window
 
 _HEADING = re.compile(r"^ ?(=(?: =)*) (.+?) \1 ?$", re.MULTILINE)

@@ -160,6 +160,4 @@ def software_versions() -> dict[str, str]:
     return {"torch": package_version("torch"), "transformers": package_version("transformers")}
 
 
-def attn_implementation(model: Any) -> str:
-    config = getattr(model, "config", None)
-    return str(getattr(config, "_attn_implementation", None) or "none")
+#END

@@ -15,7 +15,8 @@ log-likelihood is the sum over its windows.  The metrics (``weighted_perplexity`
     bits_per_byte   = sum NLL / (sum bytes * ln 2)
 
 and the token perplexity ``exp(sum NLL / scored tokens)`` stands beside them.  Verified against
-lm-eval's own task and model classes in ``tests/test_lm_eval_protocol.py``.
+lm-eval's own task and model classes in ``tests/test_lm_eval_protocol.py``.  The windows are
+planned with the other protocols' (``windows.plan_rolling_windows``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
-
-from .windows import Window
 
 # lm-eval's wikitext_detokenizer, in its order: (pattern, replacement, is_regex).
 _DETOKENIZE: tuple[tuple[str, str, bool], ...] = (
@@ -121,42 +120,6 @@ def encode_documents(documents: tuple[str, ...], tokenizer: Any) -> tuple[Any, l
         parts.append(np.asarray([prefix, *ids], dtype=np.int64))
         lengths.append(len(ids) + 1)
     return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), lengths
-
-
-def plan_rolling_windows(doc_lengths: list[int], seqlen: int) -> list[Window]:
-    """lm-eval's rolling windows (``get_rolling_token_windows`` with ``context_len=1``, made
-    disjoint) over the stream ``encode_documents`` builds: windows of up to ``seqlen + 1`` stream
-    tokens whose first ``seqlen`` are the model's input.  A document with no tokens has none."""
-    out: list[Window] = []
-    offset = 0
-    for length in doc_lengths:
-        n = length - 1  # the document's own tokens, after its prefix token
-        if n > 0:
-            first = min(seqlen, n)
-            out.append(Window(offset, offset + first + 1, 1))
-            done = first
-            while done < n:
-                scored = min(seqlen, n - done)
-                end = offset + done + scored + 1
-                out.append(Window(end - seqlen - 1, end, seqlen + 1 - scored))
-                done += scored
-        offset += length
-    return out
-
-
-def default_max_length(model: Any, tokenizer: Any = None) -> int:
-    """lm-eval's ``HFLM.max_length`` when not given: the (text) config's ``n_positions``,
-    ``max_position_embeddings`` or ``n_ctx``, else the tokenizer's ``model_max_length``, else 2048."""
-    config = getattr(model, "config", None)
-    config = getattr(config, "text_config", None) or config
-    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(config, name, None)
-        if value is not None:
-            return int(value)
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and limit < 10**12:
-        return limit
-    return 2048
 
 
 def split_pages(text: str) -> tuple[str, ...]:

@@ -14,8 +14,8 @@ from typing import Any
 from .cache import Store
 from .corpus import Corpus, load_corpus
 from .errors import TokenizerError
-from .identity import MeasurementSpec, attn_implementation, software_versions
-from .result import PerplexityResult
+from .identity import MeasurementSpec, software_versions
+from .perplexity_result import PerplexityResult
 from .windows import Window
 
 
@@ -25,7 +25,8 @@ class Prepared:
     a fresh runner judges an unchanged model without tokenizing the corpus."""
 
     def __init__(self, tokenizer: Any, tokenizer_fp: str, corpus: Corpus, seqlen: int, protocol: str,
-                 stride: int | None, max_windows: int | None, store: Store | None):
+                 stride: int | None, max_windows: int | None, store: Store | None, facts: Any = None):
+        self.facts = facts  # model_facts.ModelFacts of the model it was prepared for
         self.tokenizer = tokenizer
         self.tokenizer_fp = tokenizer_fp
         self.corpus = corpus
@@ -37,8 +38,8 @@ class Prepared:
 
     @cached_property
     def _tokens(self) -> tuple[Any, str, list[Window], list[int] | None]:
-        from .engine import plan_checked
         from .tokens import tokenize, tokenize_documents
+        from .windows import plan_checked
 
         lengths = None
         if self.corpus.documents:
@@ -97,8 +98,8 @@ def resolve_tokenizer(model: Any, tokenizer: Any = None) -> Any:
 def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None, *, protocol: str,
             stride: int | None, max_windows: int | None, store: Store | None,
             allow_long_seqlen: bool = False) -> Prepared:
-    from .engine import resolve_seqlen
     from .fingerprint import tokenizer_fingerprint
+    from .model_facts import describe
 
     tok = resolve_tokenizer(model, tokenizer)
     documents = protocol == "lm-eval"
@@ -108,17 +109,24 @@ def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None
 
         raise CorpusError(f"the lm-eval protocol needs a corpus of documents; {text.name} was loaded as one text: "
                           "pass its name or path instead.")
-    if documents and seqlen is None and getattr(model, "seqlen", None) is None:
-        from .lmeval import default_max_length
-
-        seqlen = default_max_length(model, tok)  # lm-eval's max_length, not capped as the other protocols are
-    seqlen = resolve_seqlen(model, seqlen, allow_long_seqlen)
+    facts = describe(model, seqlen, allow_long=allow_long_seqlen, lm_eval=documents, tokenizer=tok)
+    seqlen = facts.seqlen
     if protocol == "sliding" and stride is not None and stride > seqlen:
         from .errors import SettingsError
 
         raise SettingsError(f"stride {stride} is longer than seqlen {seqlen}: use a stride <= seqlen")
     return Prepared(tok, tokenizer_fingerprint(tok), text, seqlen, protocol, canonical_stride(protocol, stride, seqlen),
-                    max_windows, store)
+                    max_windows, store, facts)
+
+
+def prepare_and_identify(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None, *, protocol: str,
+                         stride: int | None, max_windows: int | None, store: Store | None, allow_long_seqlen: bool,
+                         device: str | None, dtype: str | None) -> tuple[Prepared, MeasurementSpec]:
+    """``prepare`` then ``identify`` (without tokens): what a fixture call knows before it is served
+    or measured."""
+    prepared = prepare(model, tokenizer, corpus, seqlen, protocol=protocol, stride=stride, max_windows=max_windows,
+                       store=store, allow_long_seqlen=allow_long_seqlen)
+    return prepared, identify(model, prepared, device, dtype, tokens=False)
 
 
 def canonical_stride(protocol: str, stride: int | None, seqlen: int) -> int | None:
@@ -134,9 +142,12 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
     ``tokens`` the corpus is not tokenized when it need not be (no window subset): the
     spec's ``n_windows_total`` (for messages, not part of the identity) is then 0 until
     someone fills it in."""
-    from .engine import input_device, param_dtype
+    runtime = prepared.facts
+    if runtime is None:
+        from .model_facts import describe
 
-    where = input_device(model) if device is None or getattr(model, "hf_device_map", None) else device
+        runtime = describe(model, prepared.seqlen, allow_long=True)
+    where = runtime.input_device if device is None or getattr(model, "hf_device_map", None) else device
     versions = software_versions()
     fingerprint, unpinned = function_fingerprint(model)
     return MeasurementSpec(
@@ -148,8 +159,8 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
         stride=prepared.stride,
         max_windows=_subset(prepared.max_windows, prepared.n_windows_total) if prepared.max_windows else None,
         device_type=str(where).split(":")[0],
-        dtype=dtype or str(param_dtype(model)).replace("torch.", ""),
-        attn_implementation=attn_implementation(model),
+        dtype=dtype or runtime.dtype,
+        attn_implementation=runtime.attn_implementation,
         torch=versions["torch"],
         transformers=versions["transformers"],
         corpus_name=prepared.corpus.name,
@@ -186,7 +197,8 @@ def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str
     """Forward the prepared windows through ``model`` and return the result; with ``keep_topk``
     it keeps the model's top-k (a baseline), with ``reference`` (a result that kept its top-k)
     the per-token divergence from that model."""
-    from .engine import evaluate_ids, ppl_from
+    from .engine import evaluate_ids
+    from .perplexity_result import ppl_from
 
     out = evaluate_ids(model, prepared.ids, seqlen=prepared.seqlen, protocol=prepared.protocol,
                        stride=prepared.stride, max_windows=prepared.max_windows,

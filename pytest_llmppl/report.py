@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .identity import short_name, software_versions
-from .records import (
+from .report_records import (
     AgainstRecord,
     BaselineRecord,
     CheckRecord,

@@ -21,14 +21,24 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import LLMPPLError, warn_at_user
-from .records import AgainstRecord, BaselineRecord, MeasureRecord, Record, Source, Subject, Verdict, from_json, to_json
+from .report_records import (
+    AgainstRecord,
+    BaselineRecord,
+    MeasureRecord,
+    Record,
+    Source,
+    Subject,
+    Verdict,
+    from_json,
+    to_json,
+)
 from .settings import Budget, Settings
 
 if TYPE_CHECKING:  # loaded on first use: a run that calls no ppl fixture never imports them
     from .baselines import BaselinesFile
     from .decision import Recorded
     from .identity import MeasurementSpec
-    from .result import PerplexityResult
+    from .perplexity_result import PerplexityResult
 
 
 WAITED = "waited"
@@ -157,21 +167,21 @@ class PPLSession:
         return self._store
 
     def _results(self) -> Any:
-        from .results import ResultStore
+        from .result_store import ResultStore
 
         return ResultStore(self.store) if self.store is not None else None
 
     # -- identifying a call ----------------------------------------------------------
     def _call(self, model: Any, tokenizer: Any, overrides: dict[str, Any], fixture: str, test: str = "") -> Call:
-        from .measurement import identify, prepare
+        from .measurement import prepare_and_identify
 
         check_arguments(model, tokenizer, fixture)
         settings = self.settings.with_overrides(**overrides)
         device = self.resolve_device(settings.device)
-        prepared = prepare(model, tokenizer, settings.corpus, settings.seqlen, protocol=settings.protocol,
-                           stride=settings.stride, max_windows=settings.max_windows, store=self.store,
-                           allow_long_seqlen=settings.allow_long_seqlen)
-        spec = identify(model, prepared, device, None if settings.dtype == "auto" else settings.dtype, tokens=False)
+        prepared, spec = prepare_and_identify(
+            model, tokenizer, settings.corpus, settings.seqlen, protocol=settings.protocol, stride=settings.stride,
+            max_windows=settings.max_windows, store=self.store, allow_long_seqlen=settings.allow_long_seqlen,
+            device=device, dtype=None if settings.dtype == "auto" else settings.dtype)
         return Call(settings, prepared, spec, device, model_name(model), f"{fixture} {test}".strip())
 
     def resolve_device(self, device: str | None) -> str | None:
@@ -311,7 +321,6 @@ class PPLSession:
         base_spec = getattr(base, "identity", None)
         if base_spec is not None:
             _refuse_mismatch(base_spec, call)
-        threshold = budget.threshold(base_ppl)
         if base_spec is None or base_spec.model != call.identity.model:
             self.candidates.setdefault(call.identity.model, test)
         recorded = self._recorded(call, test, index)
@@ -330,7 +339,7 @@ class PPLSession:
         rules, order = None, None
         if result is None:
             if not self._updating and kl_budget is None:  # a record, or KL, needs every window: no early verdict
-                rules, order = early_rules(base, base_spec, call, threshold, recorded)
+                rules, order = early_rules(base, base_spec, call, budget, base_ppl, recorded)
             result, source = self._measure(model, call, fresh_only=self._updating, order=order,
                                            stop=rules.decided if rules is not None else None)
             if source is not Source.MEASURED:
@@ -339,7 +348,7 @@ class PPLSession:
                 self._known_kl(call, base, result)
         if self._updating:
             self._record_check(call, result, test, index, kl, base)
-        record = decide(call, test, base, base_ppl, base_source, result, source, budget, threshold, rules,
+        record = decide(call, test, base, base_ppl, base_source, result, source, budget, rules,
                         time.perf_counter() - t0, recorded, kl)
         if self._wait_note(call):
             record = dataclasses.replace(record, notes=record.notes + self._wait_note(call))
@@ -688,7 +697,7 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def _unpack_baseline(baseline: Any) -> tuple[PerplexityResult | None, Source, float]:
-    from .result import PerplexityResult
+    from .perplexity_result import PerplexityResult
 
     if isinstance(baseline, Baseline):
         return baseline.result, baseline.source, float(baseline)

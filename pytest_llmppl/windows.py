@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import CorpusError
+
 PROTOCOLS = ("torch-pruning", "tokens", "sliding", "lm-eval")
 
 
@@ -46,8 +48,6 @@ def plan_windows(n_tokens: int, seqlen: int, protocol: str = "torch-pruning",
     if seqlen < 2:
         raise ValueError(f"seqlen must be at least 2, got {seqlen}")
     if protocol == "lm-eval":
-        from .lmeval import plan_rolling_windows
-
         if doc_lengths is None or sum(doc_lengths) != n_tokens:
             raise ValueError("the lm-eval protocol needs the length of every document in the token stream")
         rolling = plan_rolling_windows(doc_lengths, seqlen)
@@ -74,6 +74,27 @@ def plan_windows(n_tokens: int, seqlen: int, protocol: str = "torch-pruning",
     return [Window(i * seqlen, (i + 1) * seqlen, 1) for i in range(n)]
 
 
+def plan_rolling_windows(doc_lengths: list[int], seqlen: int) -> list[Window]:
+    """lm-eval's rolling windows (``get_rolling_token_windows`` with ``context_len=1``, made
+    disjoint) over the stream ``lmeval.encode_documents`` builds: windows of up to ``seqlen + 1`` stream
+    tokens whose first ``seqlen`` are the model's input.  A document with no tokens has none."""
+    out: list[Window] = []
+    offset = 0
+    for length in doc_lengths:
+        n = length - 1  # the document's own tokens, after its prefix token
+        if n > 0:
+            first = min(seqlen, n)
+            out.append(Window(offset, offset + first + 1, 1))
+            done = first
+            while done < n:
+                scored = min(seqlen, n - done)
+                end = offset + done + scored + 1
+                out.append(Window(end - seqlen - 1, end, seqlen + 1 - scored))
+                done += scored
+        offset += length
+    return out
+
+
 def spread_subset(n_total: int, k: int | None) -> list[int]:
     """``k`` evenly spread, deterministic window indices out of ``n_total`` (all if k is None or >= n)."""
     if k is None or k >= n_total:
@@ -86,3 +107,25 @@ def spread_subset(n_total: int, k: int | None) -> list[int]:
 def window_weight(window: Window, protocol: str) -> int:
     """The denominator share of a window: seqlen (torch-pruning) or its scored tokens."""
     return window.length if protocol == "torch-pruning" else window.n_scored
+
+
+def plan_checked(n_tokens: int, seqlen: int, protocol: str, stride: int | None,
+                 first_windows: int | None = None, doc_lengths: list[int] | None = None) -> list[Window]:
+    """The protocol's windows; a corpus shorter than one window is an error naming the fix."""
+    windows = plan_windows(n_tokens, seqlen, protocol, stride, first_windows, doc_lengths)
+    if protocol == "lm-eval" and not windows:
+        raise CorpusError("the corpus has no document with a token to score: the lm-eval protocol needs documents "
+                          "(wikitext2, a .jsonl/.parquet file with a 'page' column, or WikiText raw text).")
+    if not windows or (protocol not in ("sliding", "lm-eval") and n_tokens < seqlen):
+        raise CorpusError(
+            f"the corpus has {n_tokens} tokens, shorter than one window of {seqlen}: "
+            "use a smaller seqlen (--ppl-seqlen) or a longer corpus."
+        )
+    return windows
+
+
+def plan_evaluation(n_tokens: int, seqlen: int, protocol: str, stride: int | None, first_windows: int | None,
+                    doc_lengths: list[int] | None, max_windows: int | None) -> tuple[list[Window], list[int]]:
+    """Every window (``plan_checked``) and the ones to evaluate (``spread_subset``), in one visit."""
+    windows = plan_checked(n_tokens, seqlen, protocol, stride, first_windows, doc_lengths)
+    return windows, spread_subset(len(windows), max_windows)

@@ -12,8 +12,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_llmppl.records import CheckRecord, Source, Subject, Verdict
 from pytest_llmppl.report import AXIS_LABELS, MAX_BARS, _chart
+from pytest_llmppl.report_records import CheckRecord, Source, Subject, Verdict
 
 from plugin_support import project
 

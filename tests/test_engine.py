@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pytest_llmppl import evaluate
-from pytest_llmppl.engine import evaluate_ids, head_path, token_ce
+from pytest_llmppl.engine import evaluate_ids, token_ce
+from pytest_llmppl.model_facts import head_path
 from pytest_llmppl.windows import spread_subset
 
 from conftest import CORPUS_TXT

@@ -81,8 +81,8 @@ def test_default_and_explicit_stride_are_one_measurement(tiny_model, tiny_tokeni
 
 
 def test_one_window_has_an_unknown_se(tiny_model, tiny_tokenizer, tmp_path):
-    from pytest_llmppl.records import to_json
     from pytest_llmppl.report import terminal_table
+    from pytest_llmppl.report_records import to_json
     from pytest_llmppl.settings import parse_budget
 
     session = _session(tmp_path, max_windows=1)

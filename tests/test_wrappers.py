@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pytest_llmppl import evaluate
-from pytest_llmppl.engine import head_path
+from pytest_llmppl.model_facts import head_path
 from pytest_llmppl.windows import spread_subset
 
 from conftest import CORPUS_TXT, TINY

@@ -14,7 +14,7 @@ from typing import Any
 
 from .cache import Store
 from .identity import MeasurementSpec
-from .result import PerplexityResult
+from .perplexity_result import PerplexityResult
 
 NAMESPACE = "results"
 TOP1_NAMESPACE = "top1"
@@ -104,7 +104,7 @@ def result_entry(result: PerplexityResult) -> dict[str, Any]:
 
 def result_from_entry(entry: dict[str, Any], *, top1: dict[int, Any] | None = None, topk: Any = None,
                       identity: MeasurementSpec | None = None, corpus: str | None = None) -> PerplexityResult:
-    from .engine import ppl_from
+    from .perplexity_result import ppl_from
 
     nll = tuple(float(x) for x in entry["window_nll"])
     weight = tuple(entry["window_weight"])

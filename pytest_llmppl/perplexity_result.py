@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -122,3 +123,15 @@ class PerplexityResult:
 
 def _json_float(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
+
+
+def ppl_from(nll: Sequence[float], weight: Sequence[float]) -> float:
+    """exp(sum NLL / sum weight), NaN/inf kept as such."""
+    total_w = math.fsum(weight)
+    total = math.fsum(nll)
+    if not math.isfinite(total):
+        return float("nan") if math.isnan(total) else float("inf")
+    try:
+        return math.exp(total / total_w)
+    except OverflowError:
+        return float("inf")

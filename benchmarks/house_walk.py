@@ -1,0 +1,159 @@
+"""The walk of one ``ppl_check`` through the package: which modules ("rooms") it enters, in order.
+
+A ``ppl_baseline`` then a ``ppl_check`` of a pruned copy run in one session (the fixture model,
+a fresh store, the plugin's own ``PPLSession``), under ``sys.setprofile``: every call into a
+function of ``pytest_llmppl`` names its module; consecutive calls in one module are one stay.
+A module's floor is its height in the package's import graph (every import, inside functions
+too; a module that imports none of the package is floor 0), so moving to a higher floor than the
+previous stay is a climb back up, and entering a module left earlier is a return.
+
+    python benchmarks/house_walk.py           # prints the walk and its counts
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import itertools
+import sys
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "pytest_llmppl"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def imports_of(module: str) -> set[str]:
+    """The package's modules that ``module`` imports, anywhere in its source."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(alias.name for alias in node.names)
+    return {m for m in found if (PACKAGE / f"{m}.py").exists() and m != module}
+
+
+@cache
+def floor(module: str) -> int:
+    """Height in the import graph; modules that import each other (a cycle) share a floor."""
+    return _floors()[module]
+
+
+@cache
+def _floors() -> dict[str, int]:
+    modules = [p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__")]
+    graph = {m: imports_of(m) for m in modules}
+    reach = {m: _reachable(graph, m) for m in modules}
+    group = {m: frozenset({m} | {n for n in reach[m] if m in reach[n]}) for m in modules}
+    height: dict[frozenset, int] = {}
+
+    def up(g: frozenset) -> int:
+        if g not in height:
+            below = {group[n] for m in g for n in graph[m]} - {g}
+            height[g] = 1 + max((up(b) for b in below), default=-1)
+        return height[g]
+
+    return {m: up(group[m]) for m in modules}
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for n in graph[todo.pop()]:
+            if n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return seen
+
+
+def property_code() -> set:
+    """The code of every property getter (and cached property) of the package's classes."""
+    import functools
+    import importlib
+    import inspect
+
+    found = set()
+    for path in PACKAGE.glob("*.py"):
+        if path.stem.startswith("__"):
+            continue
+        module = importlib.import_module(f"pytest_llmppl.{path.stem}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            for value in vars(cls).values():
+                getter = value.fget if isinstance(value, property) else \
+                    value.func if isinstance(value, functools.cached_property) else None
+                if getter is not None:
+                    found.add(getter.__code__)
+    return found
+
+
+def walk() -> list[str]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pytest_llmppl.session import PPLSession
+    from pytest_llmppl.settings import Budget, Settings
+
+    from conftest import CORPUS_TXT, TINY
+
+    tok = AutoTokenizer.from_pretrained(TINY)
+    dense = AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32)
+    pruned = copy.deepcopy(dense)
+    with torch.no_grad():
+        pruned.model.layers[0].mlp.down_proj.weight.mul_(0.5)
+    import tempfile
+
+    session = PPLSession(Settings(corpus=str(CORPUS_TXT), seqlen=128, cache_dir=tempfile.mkdtemp()))
+    trail: list[str] = []
+    taken: set[tuple[str, str]] = set()
+    glances = property_code()
+
+    def module_of(frame) -> str:
+        name = frame.f_globals.get("__name__", "") if frame is not None else ""
+        return name.split(".", 1)[1] if name.startswith("pytest_llmppl.") and name != "pytest_llmppl.__init__" else ""
+
+    def profile(frame, event, arg):
+        if event != "call":
+            return
+        callee, caller = module_of(frame), module_of(frame.f_back)
+        code = frame.f_code
+        if not callee or callee == caller or code in glances or code.co_name == "<module>" \
+                or code.co_filename == "<string>":
+            return
+        site = (f"{caller}.{frame.f_back.f_code.co_name}", f"{callee}.{frame.f_code.co_name}")
+        if site in taken:
+            return
+        taken.add(site)
+        if caller:
+            trail.append(caller)
+        trail.append(callee)
+
+    sys.setprofile(profile)
+    try:
+        base = session.baseline(dense, tok, test="t")
+        session.check(pruned, tok, baseline=base, budget=Budget(100.0), test="t")
+    finally:
+        sys.setprofile(None)
+    stays = [m for i, m in enumerate(trail) if i == 0 or trail[i - 1] != m]
+    return stays
+
+
+def main() -> int:
+    stays = walk()
+    climbs = sum(floor(b) > floor(a) for a, b in itertools.pairwise(stays))
+    seen: set[str] = set()
+    returns = 0
+    for m in stays:
+        returns += m in seen
+        seen.add(m)
+    print(" -> ".join(f"{m}({floor(m)})" for m in stays))
+    print(f"{len(stays)} stays in {len(seen)} rooms, {climbs} climbs back up, {returns} returns")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
