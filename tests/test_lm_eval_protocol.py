@@ -48,14 +48,20 @@ def lm_eval_wikitext(model, tok, pages_path, tmp_path, max_length: int, batch_si
     return out["results"]["wikitext_local"]
 
 
-@pytest.mark.parametrize("max_length,batch_size", [(256, 1), (100, 4)])
-def test_lm_eval_protocol_equals_lm_eval_itself(pages_file, tmp_path, max_length, batch_size):
+@pytest.mark.parametrize("max_length,batch_size,pages", [(256, 1, None), (100, 4, 20)])
+def test_lm_eval_protocol_equals_lm_eval_itself(pages_file, tmp_path, max_length, batch_size, pages):
+    """Every document at the fixture's max length one by one; then 20 documents at a short max length
+    (many windows per document) with lm-eval's batching, which pads."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(TINY)
     model = AutoModelForCausalLM.from_pretrained(TINY, dtype="float32")
-    theirs = lm_eval_wikitext(model, tok, pages_file[0], tmp_path, max_length, batch_size)
-    ours = evaluate(model, tok, str(pages_file[0]), max_length, protocol="lm-eval", use_cache=False)
+    path = pages_file[0]
+    if pages:
+        path = tmp_path / "some_pages.jsonl"
+        path.write_text("".join(pages_file[0].read_text(encoding="utf-8").splitlines(keepends=True)[:pages]))
+    theirs = lm_eval_wikitext(model, tok, path, tmp_path, max_length, batch_size)
+    ours = evaluate(model, tok, str(path), max_length, protocol="lm-eval", use_cache=False)
     assert ours.lm_eval.word_perplexity == pytest.approx(theirs["word_perplexity,none"], rel=REL)
     assert ours.lm_eval.byte_perplexity == pytest.approx(theirs["byte_perplexity,none"], rel=REL)
     assert ours.lm_eval.bits_per_byte == pytest.approx(theirs["bits_per_byte,none"], rel=REL)
