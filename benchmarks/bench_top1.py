@@ -5,6 +5,7 @@ runs, GPU time (synchronized wall clock):
 - baseline: per-token argmax vs argmax + the dense top-16 and 16 draws from the rest (what KL needs)
 
     python benchmarks/bench_top1.py --shape llama-3-8b --json out.json      # on a GPU
+    python benchmarks/bench_top1.py --shape small-gqa-32k --device cpu       # the same on the CPU
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ REPEATS = 3
 
 def main(argv=None) -> int:
     import torch
-    from bench_engine import GPU_SHAPES, build
+    from bench_engine import CPU_SHAPES, GPU_SHAPES, build
 
     from pytest_llmppl.divergence import TOP_K
     from pytest_llmppl.engine import evaluate_ids
@@ -32,10 +33,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="llama-3-8b")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--device", default="cuda")
     args = ap.parse_args(argv)
-    shape = GPU_SHAPES[args.shape]
-    device = torch.device("cuda")
-    model = build(shape, device, torch.bfloat16)
+    shape = {**GPU_SHAPES, **CPU_SHAPES}[args.shape]
+    device = torch.device(args.device)
+    model = build(shape, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     ids = torch.randint(0, shape["vocab_size"], (shape["windows"] * shape["seqlen"],),
                         generator=torch.Generator().manual_seed(1)).numpy()
     seqlen = shape["seqlen"]
@@ -49,10 +52,10 @@ def main(argv=None) -> int:
     seconds: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(REPEATS):
         for name, kwargs in cases.items():
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             evaluate_ids(model, ids, seqlen=seqlen, **kwargs)
-            torch.cuda.synchronize()
+            sync()
             seconds[name].append(time.perf_counter() - t0)
     median = {name: statistics.median(v) for name, v in seconds.items()}
     rows = []
@@ -63,7 +66,8 @@ def main(argv=None) -> int:
         print(f"{args.shape}  {after:36}  {median[before]:.3f} s -> {median[after]:.3f} s  "
               f"({rows[-1]['extra_pct']:+.1f}%, median of {REPEATS})", flush=True)
     if args.json:
-        info = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": args.shape,
+        where = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+        info = {"device": where, "torch": torch.__version__, "shape": args.shape,
                 "windows": shape["windows"], "seqlen": seqlen, "date": time.strftime("%Y-%m-%d")}
         Path(args.json).write_text(json.dumps({**info, "rows": rows}, indent=1) + "\n")
     return 0

@@ -38,7 +38,7 @@ class Prepared:
 
     @cached_property
     def _tokens(self) -> tuple[Any, str, list[Window], list[int] | None]:
-        from .tokens import tokenize, tokenize_documents
+        from .tokens import llama_cpp_stream, tokenize, tokenize_documents
         from .windows import plan_checked
 
         lengths = None
@@ -46,6 +46,8 @@ class Prepared:
             ids, lengths, source = tokenize_documents(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
         else:
             ids, source = tokenize(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
+        if self.protocol == "llama.cpp":
+            ids = llama_cpp_stream(ids, self.seqlen, self.tokenizer)
         windows = plan_checked(len(ids), self.seqlen, self.protocol, self.stride, self.corpus.first_windows, lengths)
         return ids, source, windows, lengths
 

@@ -19,7 +19,7 @@ from typing import Any
 from .errors import SettingsError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-PROTOCOLS = ("torch-pruning", "tokens", "sliding", "lm-eval")
+PROTOCOLS = ("torch-pruning", "tokens", "sliding", "lm-eval", "llama.cpp")
 DEFAULT_PROTOCOL = PROTOCOLS[0]
 ENV_PREFIX = "PYTEST_LLMPPL_"
 _DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu|npu|hpu)(:\d+)?)$")

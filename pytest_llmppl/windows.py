@@ -9,6 +9,9 @@ offset 0 never is).  The protocols:
 - ``tokens``: the same windows; ``sum CE`` over ``seqlen - 1`` (the exact token mean).
 - ``sliding``: windows of ``seqlen`` starting every ``stride`` tokens; each scores only
   the tokens the previous window did not (the Hugging Face perplexity guide).
+- ``llama.cpp``: llama-perplexity's chunks: ``n // seqlen`` disjoint windows, each led by BOS
+  (the stream is made so: ``tokens.llama_cpp_stream``), only the second half scored
+  (offsets ``seqlen // 2 + 1`` on); ``sum CE`` over the scored tokens.
 - ``lm-eval``: lm-evaluation-harness's rolling windows, document by document, over a
   stream of documents each led by a prefix token (``lmeval.plan_rolling_windows``);
   ``sum CE`` over the scored tokens.
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 from .errors import CorpusError
 
-PROTOCOLS = ("torch-pruning", "tokens", "sliding", "lm-eval")
+PROTOCOLS = ("torch-pruning", "tokens", "sliding", "lm-eval", "llama.cpp")
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ def plan_windows(n_tokens: int, seqlen: int, protocol: str = "torch-pruning",
     n = n_tokens // seqlen
     if cap:
         n = min(n, cap)
-    return [Window(i * seqlen, (i + 1) * seqlen, 1) for i in range(n)]
+    score_from = seqlen // 2 + 1 if protocol == "llama.cpp" else 1
+    return [Window(i * seqlen, (i + 1) * seqlen, score_from) for i in range(n)]
 
 
 def plan_rolling_windows(doc_lengths: list[int], seqlen: int) -> list[Window]:
@@ -113,6 +117,9 @@ def plan_checked(n_tokens: int, seqlen: int, protocol: str, stride: int | None,
                  first_windows: int | None = None, doc_lengths: list[int] | None = None) -> list[Window]:
     """The protocol's windows; a corpus shorter than one window is an error naming the fix."""
     windows = plan_windows(n_tokens, seqlen, protocol, stride, first_windows, doc_lengths)
+    if protocol == "llama.cpp" and n_tokens < 2 * seqlen:
+        raise CorpusError(f"the corpus has {n_tokens} tokens: llama-perplexity needs at least 2 x n_ctx = {2 * seqlen} "
+                          "tokens; use a smaller seqlen (--ppl-seqlen) or a longer corpus.")
     if protocol == "lm-eval" and not windows:
         raise CorpusError("the corpus has no document with a token to score: the lm-eval protocol needs documents "
                           "(wikitext2, a .jsonl/.parquet file with a 'page' column, or WikiText raw text).")
