@@ -263,7 +263,7 @@ class BaselinesFile:
             return
         committed = self.entries.get(file_key)
         if committed is not None and _same_numbers(committed, entry):
-            entry = {**committed, "test": entry["test"]}
+            entry = _keep_committed(committed, entry)
         self.updated[file_key] = entry
 
     def record_check(self, test: str, index: int, entry: dict[str, Any]) -> None:
@@ -271,7 +271,7 @@ class BaselinesFile:
         record keep the committed ones (no diff on a refresh of an unchanged model)."""
         committed = self.recorded_check(test, index)
         if committed is not None and _same_numbers(committed, entry):
-            entry = {**committed, "test": test}
+            entry = _keep_committed(committed, entry)
         entries = self.updated_checks.setdefault(test, [])
         entries[index:] = [entry]
 
@@ -312,6 +312,19 @@ def _render_entry(entry: dict[str, Any], indent: str) -> str:
 
 def _test_of(entry: Any) -> str:
     return str(entry.get("test", "?")) if isinstance(entry, dict) else "?"
+
+
+def _keep_committed(committed: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """The committed entry for the same numbers (no diff), with the fields this version records and
+    the committed one lacks (a record made before KL existed gains its KL statistics), and its KL
+    statistics when they were measured against other dense weights."""
+    kept = {**committed, "test": entry["test"]}
+    kept.update({k: v for k, v in entry.items() if k not in committed})
+    new_kl, old_kl = entry.get("kl"), committed.get("kl")
+    if isinstance(new_kl, dict) and isinstance(old_kl, dict) and \
+            new_kl.get("dense_model_fingerprint") != old_kl.get("dense_model_fingerprint"):
+        kept["kl"] = new_kl
+    return kept
 
 
 def _same_numbers(a: dict[str, Any], b: dict[str, Any]) -> bool:

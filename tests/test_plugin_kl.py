@@ -129,3 +129,19 @@ def test_a_changed_candidate_on_a_fresh_runner_measures_the_dense_top_k_when_it_
     else:
         result.assert_outcomes(failed=1)
         assert failures(result).count("was changed after ppl_baseline (pruned in place?)") == 1
+
+
+def test_a_refresh_adds_kl_to_a_record_made_without_it(pytester):
+    """A record made before KL existed (or by another version) gains its KL statistics on a refresh
+    of unchanged numbers, which otherwise keeps the committed entry as it was (no diff)."""
+    project(pytester, SUITE)
+    path = pytester.path / "ppl-baselines.json"
+    record = ("--ppl-baselines=" + str(path), "--ppl-update-baselines", "--ppl-no-cache", "-k", "pruned")
+    pytester.runpytest(*record).assert_outcomes(passed=1)
+    data = json.loads(path.read_text())
+    (entry,) = data["checks"]["test_suite.py::test_pruned"]
+    del entry["kl"]
+    path.write_text(json.dumps(data))
+    pytester.runpytest(*record).assert_outcomes(passed=1)
+    (entry,) = json.loads(path.read_text())["checks"]["test_suite.py::test_pruned"]
+    assert entry["kl"]["mean"] > 0
