@@ -365,15 +365,25 @@ class PPLSession:
         only when a check needs it for a KL budget: one forward of the dense model then, if its
         weights are still the baseline's; an unchanged candidate served with its recorded KL
         needs none."""
+        import weakref
+
+        held = weakref.ref(model)  # never keeps a dense model alive that the test let go (GPU memory)
+
         def make() -> PerplexityResult:
             from .measurement import function_fingerprint
 
-            if function_fingerprint(model)[0] != call.identity.model:
+            dense = held()
+            if dense is None:
+                raise PPLFailure(
+                    f"ppl_check: the KL budget needs the dense model's top-k, which is measured on first use, but "
+                    f"{call.model_name} was freed after ppl_baseline: keep it until the check, or keep the local "
+                    "store between runs.")
+            if function_fingerprint(dense)[0] != call.identity.model:
                 raise PPLFailure(
                     f"ppl_check: the KL budget needs the dense model's top-k, which is measured on first use, but "
                     f"{call.model_name} was changed after ppl_baseline (pruned in place?): prune a copy "
                     "(copy.deepcopy(model) or the ppl_pruned fixture), or keep the local store between runs.")
-            measured = self._forward(model, call, None, None)
+            measured = self._forward(dense, call, None, None)
             results = self._results()
             if results is not None and measured.topk is not None:
                 results.put_topk(call.spec, measured.topk)

@@ -145,3 +145,35 @@ def test_a_refresh_adds_kl_to_a_record_made_without_it(pytester):
     pytester.runpytest(*record).assert_outcomes(passed=1)
     (entry,) = json.loads(path.read_text())["checks"]["test_suite.py::test_pruned"]
     assert entry["kl"]["mean"] > 0
+
+
+def test_a_served_baseline_does_not_keep_the_dense_model_alive(tmp_path):
+    """The lazy dense top-k holds the model weakly: a test that frees the dense model (GPU memory)
+    frees it, and a check that then needs the top-k says why it cannot have it."""
+    import gc
+    import weakref
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pytest_llmppl.session import PPLFailure, PPLSession, load_file
+    from pytest_llmppl.settings import Settings
+
+    from conftest import CORPUS_TXT, TINY
+
+    tok = AutoTokenizer.from_pretrained(TINY)
+    path = tmp_path / "b.json"
+    common = dict(corpus=str(CORPUS_TXT), seqlen=128, max_windows=4, no_cache=True, baselines=str(path))
+    recording = Settings(**common, update_baselines=True)
+    session = PPLSession(recording, file=load_file(recording))
+    session.baseline(AutoModelForCausalLM.from_pretrained(TINY), tok, test="t")
+    session.finish(set(), {}, "")
+    fresh = Settings(**common)
+    dense = AutoModelForCausalLM.from_pretrained(TINY)
+    base = PPLSession(fresh, file=load_file(fresh)).baseline(dense, tok, test="t")
+    assert base.source.value == "file" and base.reference_maker is not None
+    held = weakref.ref(dense)
+    del dense
+    gc.collect()
+    assert held() is None
+    with pytest.raises(PPLFailure, match="was freed after ppl_baseline"):
+        base.reference_maker()
