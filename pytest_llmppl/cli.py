@@ -20,7 +20,9 @@ from .settings import OPTIONS, Settings, per_call_names
 
 EXIT_ERROR = 2
 EXIT_NOT_FINITE = 3
-CLI_SETTINGS = tuple(n for n in per_call_names() if n not in ("early_stop", "confidence"))
+# What applies to one evaluation: a check's settings (early stop, its record, its KL budget) do not.
+CLI_SETTINGS = tuple(n for n in per_call_names()
+                     if n not in ("early_stop", "confidence", "regression_tolerance", "kl_budget"))
 LOAD_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -34,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         opt = OPTIONS[name]
         flag = f"--{name.replace('_', '-')}"
         if opt.flag:
-            ev.add_argument(flag, action="store_true", help=opt.help.replace("%%", "%"))
+            ev.add_argument(flag, action="store_true", help=opt.help)  # argparse help: "%%" prints "%"
         else:
-            ev.add_argument(flag, help=opt.help.replace("%%", "%"))
+            ev.add_argument(flag, help=opt.help)
     ev.add_argument("--load-dtype", default="auto", choices=LOAD_DTYPES,
                     help="load the weights in this dtype (default: as saved)")
     ev.add_argument("--cache-dir")

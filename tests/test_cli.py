@@ -67,3 +67,19 @@ def test_cache_info_and_clear_see_pytests_own_store(tmp_path, cache_dir):
     assert f"cache: {store}" in info.stdout and "results" in info.stdout
     cleared = run("cache", "clear", "--rootdir", str(tmp_path / "project"), cache_dir=cache_dir)
     assert f"removed 1 entries from {store}" in cleared.stdout
+
+
+@pytest.mark.parametrize("command", [["--help"], ["eval", "--help"], ["cache", "--help"]])
+def test_help_prints(command, capsys):
+    """Every help text renders (a percent sign in a setting's help once broke argparse's formatting),
+    and eval offers only what applies to one evaluation."""
+    from pytest_llmppl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m pytest_llmppl" in out
+    if command[0] == "eval":
+        assert "--protocol" in out and "lm-eval" in out and "llama.cpp" in out
+        assert "--regression-tolerance" not in out and "--kl-budget" not in out  # checks' settings, not eval's
