@@ -381,7 +381,7 @@ def _chart(r: CheckRecord) -> list[str]:
         axis,
         f'    y-axis "ΔNLL (nats/token)" {lo:.4f} --> {hi:.4f}',
         f"    bar {series([max(0.0, m) for m in means])}",
-        f"    bar {series([min(0.0, m) if min(0.0, m) > lo else lo for m in means])}",
+        f"    bar {series([min(0.0, m) for m in means])}",
         f"    line {series([0.0] * len(means))}",
         "```",
         "",

@@ -293,7 +293,7 @@ class PPLSession:
         call.keep_topk = TOP_K
         self._refuse_a_candidate(call)
         found, source, notes = self._obtain(model, call, test, baseline=True)
-        if found.topk is None or not found.topk.covers(found.window_index):
+        if source is Source.MEMORY and found.topk is None:  # measured here as a candidate: the store may have it
             found = self._with_argmax(found, call)
         if self.file is not None and self._updating:
             self._record_in_file(call, found, test)
@@ -492,8 +492,8 @@ class PPLSession:
         if known is not None and known.top1 and known.window_index == result.window_index:
             result = dataclasses.replace(result, top1=known.top1)
         topk = known.topk if known is not None else None
-        if topk is None and results is not None and call.keep_topk:
-            topk = results.topk(call.spec)
+        if topk is None and hit is not None and results is not None and call.keep_topk:
+            topk = results.topk(call.spec)  # a result from memory: the store may hold its top-k (``get`` read it)
         if topk is not None and topk.covers(result.window_index):
             result = dataclasses.replace(result, topk=topk)
         return result

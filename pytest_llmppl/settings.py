@@ -81,14 +81,10 @@ def parse_tolerance(raw: Any) -> Budget | None:
 
 def parse_kl_budget(raw: Any) -> float | None:
     """The KL budget: a mean KL divergence in nats per token (``0.05``), or ``off`` (None)."""
-    if raw is None or (not isinstance(raw, bool) and isinstance(raw, (int, float)) and math.isfinite(raw)
-                       and raw >= 0):
-        return None if raw is None else float(raw)
-    text = str(raw).strip().lower()
-    if text in OFF:
+    if raw is None or str(raw).strip().lower() in OFF:
         return None
     try:
-        value = float(text)
+        value = float(str(raw).strip())
     except ValueError:
         value = math.nan
     if isinstance(raw, bool) or not math.isfinite(value) or value < 0:
