@@ -1,11 +1,14 @@
-"""How fast weights are fingerprinted: GB/s of each hash path, one thread on the CPU.
+"""How fast a model is identified: GB/s of each hash path, and the cost of the attribute walk.
 
-  cpu  xxh3-64 over the raw bytes (what the CPU path uses) vs the integer hash in torch ops
-       (what it used before), on 1 GiB of float32 and bfloat16, torch limited to one thread
-  gpu  the one-pass Triton kernel vs the torch fallback on 7e9 bf16 elements (a 7B model's weights)
+  cpu   xxh3-64 over the raw bytes (what the CPU path uses) vs the mixed word hash in torch ops
+        (the accelerator's fallback), on 1 GiB of float32 and bfloat16, torch limited to one thread
+  gpu   the one-pass Triton kernel vs the torch fallback on 6.5e9 bf16 weights (13 GB: Llama-2-7B)
+  walk  the walk over a Llama-2-7B-shaped module tree (classes, attributes, hooks, config: everything
+        but the weights' bytes), built on the meta device with its small tensors real; target 5 ms
 
     python benchmarks/bench_fingerprint.py --cases cpu [--json out.json]
     python benchmarks/bench_fingerprint.py --cases gpu --json out.json
+    python benchmarks/bench_fingerprint.py --cases walk
 """
 
 from __future__ import annotations
@@ -40,9 +43,8 @@ def cpu_rows() -> list[dict]:
     for dtype in (torch.float32, torch.bfloat16):
         t = torch.randn(2**30 // torch.finfo(dtype).bits * 8, dtype=torch.float32).to(dtype)
         size = t.numel() * t.element_size()
-        width = {2: torch.int16, 4: torch.int32}[t.element_size()]
-        for name, fn in (("xxh3 (now)", lambda t=t: tensor_hash(t)),
-                         ("torch integer hash (before)", lambda t=t, w=width: _torch_hash(t.view(w)))):
+        for name, fn in (("xxh3 (cpu path)", lambda t=t: tensor_hash(t)),
+                         ("mixed word hash, torch ops", lambda t=t: _torch_hash(t.view(torch.int32)))):
             s = _best_of(fn, 3 if "xxh3" in name else 1)
             rows.append({"device": "cpu, 1 thread", "dtype": str(dtype).replace("torch.", ""), "path": name,
                          "gib": size / 2**30, "seconds": s, "gb_per_s": size / s / 1e9})
@@ -54,8 +56,8 @@ def gpu_rows() -> list[dict]:
 
     from pytest_llmppl.device_hash import _torch_hash, _triton_hash
 
-    t = torch.empty(7 * 10**9, dtype=torch.bfloat16, device="cuda").normal_()
-    bits = t.view(torch.int16)
+    t = torch.empty(6_500_000_000, dtype=torch.bfloat16, device="cuda").normal_()
+    bits = t.view(torch.int32)
     size = t.numel() * 2
     assert _triton_hash(bits) == _torch_hash(bits)
     rows = []
@@ -69,15 +71,35 @@ def gpu_rows() -> list[dict]:
     return rows
 
 
+def walk_rows() -> list[dict]:
+    """The identity walk without the weights' bytes, at the Llama-2-7B shape (meta weights)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pytest_llmppl.fingerprint import digest
+    from pytest_llmppl.model_identity import _config, _tree
+
+    config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    model.model.rotary_emb = type(model.model.rotary_emb)(config)  # its small tensors real (on the CPU)
+    _tree(model)  # warm: the classes' source and bytecode caches
+    s = _best_of(lambda: digest(_config(model), _tree(model)), 20)
+    modules = sum(1 for _ in model.modules())
+    return [{"device": "cpu", "dtype": "-", "path": f"walk + digest, {modules} modules", "gib": 0.0, "seconds": s,
+             "gb_per_s": 0.0}]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", choices=["cpu", "gpu"], default="cpu")
+    ap.add_argument("--cases", choices=["cpu", "gpu", "walk"], default="cpu")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    rows = cpu_rows() if args.cases == "cpu" else gpu_rows()
+    rows = {"cpu": cpu_rows, "gpu": gpu_rows, "walk": walk_rows}[args.cases]()
     print(f"{'device':22s} {'dtype':9s} {'path':28s} {'GiB':>6s} {'s':>8s} {'GB/s':>8s}")
     for r in rows:
-        print(f"{r['device']:22s} {r['dtype']:9s} {r['path']:28s} {r['gib']:6.2f} {r['seconds']:8.3f} "
+        print(f"{r['device']:22s} {r['dtype']:9s} {r['path']:28s} {r['gib']:6.2f} {r['seconds']:8.4f} "
               f"{r['gb_per_s']:8.2f}")
     if args.json:
         import torch

@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import BaselineError
 from .identity import MeasurementSpec, entry_keys
+from .model_identity import IDENTITY_VERSION
 from .perplexity_result import PerplexityResult
 
 FILE_FORMAT = "pytest-llmppl baselines v3"
@@ -45,6 +46,7 @@ def entry_for(result: PerplexityResult, spec: MeasurementSpec, *, test: str, mod
         "test": test,
         "model": relative_name(model, file_dir),
         "model_fingerprint": spec.model,
+        "model_identity": IDENTITY_VERSION,
         "tokenizer_fingerprint": spec.tokenizer,
         "corpus": relative_name(result.corpus, file_dir),
         "corpus_sha256": spec.corpus,
@@ -278,6 +280,12 @@ class BaselinesFile:
     def recorded_versions(self) -> set[tuple[str, str]]:
         every = [*self.entries.values(), *(e for entries in self.checks.values() for e in entries)]
         return {(str(e.get("torch")), str(e.get("transformers"))) for e in every}
+
+    def older_identities(self) -> int:
+        """Entries whose model fingerprint an older version computed (0.3's covered the state dict,
+        config and hooks only): they no longer match any model, and are re-measured until refreshed."""
+        every = [*self.entries.values(), *(e for entries in self.checks.values() for e in entries)]
+        return sum(1 for e in every if "model_fingerprint" in e and e.get("model_identity", 1) != IDENTITY_VERSION)
 
     def stale(self, passed: set[str], seen: set[str], whole_files: set[str]) -> tuple[list[str], list[str]]:
         """(baseline keys, tests whose recorded checks) to remove: loaded entries nobody used

@@ -1,32 +1,75 @@
 """The weights' hash on an accelerator, in one pass (CUDA, Triton); torch ops elsewhere.
 
-h = sum_i bits_i * k_i (mod 2^64), k_i = (i * MIX + C) | 1 odd, bits_i the element's bits as a
-signed integer of its width: changing any single element changes h, and integer arithmetic
-makes it exact, so the Triton kernel and the torch fallback give the same number.  The kernel
-reads each weight once (a 7B model in a few milliseconds on an H200); the fallback needs
-several passes and a kernel launch per 16M elements.
+The bytes are read as 32-bit words w_i.  Each word is mixed with its position by murmur3's
+32-bit finaliser (xor-shifts and multiplies): x_i = fmix32(w_i ^ key(i)), and the hash is two
+sums modulo 2^32, of x_i and of a second non-linear function of x_i, side by side in 64 bits.
+Because every word passes through a non-linear mix before the sums, no fixed pattern of changes
+cancels (a sum of bits times position constants, which this replaced, kept its value under
++t, -2t, +t at three positions two apart); two words swapped change it too.  Integer
+arithmetic modulo 2^32 is exact in any order, so the Triton kernel and the torch fallback give
+the same number.  Working on 32-bit words (two bf16 weights at a time) keeps the kernel at the
+memory's speed: 64-bit integer multiplies are several instructions on a GPU.  The same pass
+counts the zero elements (a float's sign ignored: -0.0 is zero), so a model's size facts cost
+no second read of its weights.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
-MIX = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer (golden-ratio odd constant)
-OFFSET = 0x5851F42D
+M32 = 0xFFFFFFFF
+POSITION = 0x9E3779B1   # golden-ratio odd constant: the low 32 bits of a word's index, spread
+HIGH = 0x7FEB352D       # the index's high 32 bits (tensors beyond 16 GB), folded into the key
+SEED = 0x5851F42D
+FMIX1, FMIX2 = 0x85EBCA6B, 0xC2B2AE35  # murmur3's fmix32
+SECOND = 0x27D4EB2F                     # the second lane: (x ^ x >> 15) * SECOND
 CHUNK = 1 << 24
-BLOCK = 4096
+BLOCK = 8192
 _KERNEL: Any = None
 _WARMING: threading.Thread | None = None
 
 
-def bits_hash(bits: Any) -> int:
-    """The hash of a 1-D integer tensor (a weight's bits), computed where it lives.  While the
-    Triton kernel is still compiling in the background (``prewarm``), the torch fallback gives
-    the same number."""
-    if bits.is_cuda and _triton_available() and (_WARMING is None or not _WARMING.is_alive()):
-        return _triton_hash(bits)
-    return _torch_hash(bits)
+@dataclass(frozen=True)
+class Zeros:
+    """How to count zero elements in a word: ``per_word`` elements of ``mask`` (the bits that are
+    not a float's sign); ``per_word`` 0: not counted (8-byte elements)."""
+
+    per_word: int = 0
+    mask: int = 0
+
+
+def zeros_of(dtype: Any) -> Zeros:
+    size = dtype.itemsize
+    if size not in (1, 2, 4):
+        return Zeros()
+    bits = 8 * size
+    value = (1 << bits) - 1
+    return Zeros(4 // size, value >> 1 if dtype.is_floating_point else value)
+
+
+def bits_hash(words: Any, zeros: Zeros = Zeros()) -> tuple[int, int]:
+    """(64-bit hash, zero elements) of a 1-D int32 tensor (a tensor's bytes as words), computed
+    where it lives.  While the Triton kernel is still compiling in the background
+    (``prewarm``), the torch fallback gives the same numbers."""
+    if words.is_cuda and _triton_available() and (_WARMING is None or not _WARMING.is_alive()):
+        return _triton_hash(words, zeros)
+    return _torch_hash(words, zeros)
+
+
+def as_words(flat: Any) -> tuple[Any, bytes]:
+    """A contiguous 1-D tensor's bytes as int32 words, and the 0-3 trailing bytes that do not
+    fill a word (read on the host: at most three)."""
+    import torch
+
+    raw = flat.view(torch.uint8) if flat.dtype != torch.uint8 else flat
+    whole = raw.numel() // 4 * 4
+    body = raw[:whole]
+    if whole and body.storage_offset() % 4:
+        body = body.clone()
+    tail = bytes(raw[whole:].cpu().tolist()) if whole != raw.numel() else b""
+    return body.view(torch.int32), tail
 
 
 def prewarm(device: str) -> None:
@@ -49,15 +92,34 @@ def prewarm(device: str) -> None:
     _WARMING.start()
 
 
-def _torch_hash(bits: Any) -> int:
+def _combine(first: int, second: int) -> int:
+    return ((first & M32) << 32) | (second & M32)
+
+
+def _torch_hash(words: Any, zeros: Zeros = Zeros()) -> tuple[int, int]:
+    """The same hash with torch ops, on any device: uint32 arithmetic held in int64 (the low 32
+    bits of a product do not depend on the overflow above them)."""
     import torch
 
-    total = torch.zeros((), dtype=torch.int64, device=bits.device)
-    for start in range(0, bits.numel(), CHUNK):
-        chunk = bits[start:start + CHUNK].to(torch.int64)
-        idx = torch.arange(start, start + chunk.numel(), device=bits.device, dtype=torch.int64)
-        total += (chunk * ((idx * MIX + OFFSET) | 1)).sum()
-    return int(total.item())
+    first = torch.zeros((), dtype=torch.int64, device=words.device)
+    second = torch.zeros((), dtype=torch.int64, device=words.device)
+    zero = torch.zeros((), dtype=torch.int64, device=words.device)
+    width = 32 // zeros.per_word if zeros.per_word else 0
+    for start in range(0, words.numel(), CHUNK):
+        w = words[start:start + CHUNK].to(torch.int64) & M32
+        for k in range(zeros.per_word):
+            zero += ((w >> (k * width)) & zeros.mask).eq(0).sum()
+        idx = torch.arange(start, start + w.numel(), device=words.device, dtype=torch.int64)
+        key = ((idx & M32) * POSITION + SEED + (idx >> 32) * HIGH) & M32
+        x = w ^ key
+        x = x ^ (x >> 16)
+        x = (x * FMIX1) & M32
+        x = x ^ (x >> 13)
+        x = (x * FMIX2) & M32
+        x = x ^ (x >> 16)
+        first += x.sum()
+        second += (((x ^ (x >> 15)) * SECOND) & M32).sum()
+    return _combine(int(first.item()), int(second.item())), int(zero.item())
 
 
 def _triton_available() -> bool:
@@ -73,26 +135,52 @@ def _build() -> Any:
     import triton.language as tl
 
     @triton.jit
-    def kernel(bits_ptr, out_ptr, n, mix, offset, BLOCK: tl.constexpr):
+    def kernel(words_ptr, out_ptr, n, POSITION: tl.constexpr, HIGH: tl.constexpr, SEED: tl.constexpr,
+               FMIX1: tl.constexpr, FMIX2: tl.constexpr, SECOND: tl.constexpr, PER_WORD: tl.constexpr,
+               MASK: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
-        idx = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-        x = tl.load(bits_ptr + idx, mask=idx < n, other=0).to(tl.int64)
-        k = (idx * mix + offset) | 1
-        tl.store(out_ptr + pid, tl.sum(x * k, axis=0))
+        start = pid * BLOCK
+        idx = start + tl.arange(0, BLOCK).to(tl.int64)
+        inside = idx < n
+        w = tl.load(words_ptr + idx, mask=inside, other=0).to(tl.uint32, bitcast=True)
+        # BLOCK divides 2^32, so a block's high index bits are one number
+        high = (start >> 32).to(tl.uint32) * HIGH
+        x = w ^ (idx.to(tl.uint32) * POSITION + SEED + high)
+        x = x ^ (x >> 16)
+        x = x * FMIX1
+        x = x ^ (x >> 13)
+        x = x * FMIX2
+        x = x ^ (x >> 16)
+        y = (x ^ (x >> 15)) * SECOND
+        zero = tl.zeros_like(x)
+        x = tl.where(inside, x, zero)
+        y = tl.where(inside, y, zero)
+        tl.store(out_ptr + 3 * pid, tl.sum(x, axis=0).to(tl.int64))
+        tl.store(out_ptr + 3 * pid + 1, tl.sum(y, axis=0).to(tl.int64))
+        if PER_WORD > 0:  # zero elements, in the same pass
+            zeros = tl.zeros_like(idx)
+            for k in tl.static_range(PER_WORD):
+                part = (w >> (k * (32 // PER_WORD))) & MASK
+                zeros += tl.where(inside & (part == 0), 1, 0).to(tl.int64)
+            tl.store(out_ptr + 3 * pid + 2, tl.sum(zeros, axis=0))
+        else:
+            tl.store(out_ptr + 3 * pid + 2, tl.zeros_like(pid))
 
     return kernel
 
 
-def _triton_hash(bits: Any) -> int:
+def _triton_hash(words: Any, zeros: Zeros = Zeros()) -> tuple[int, int]:
     import torch
 
     global _KERNEL
     if _KERNEL is None:
         _KERNEL = _build()
-    n = bits.numel()
+    n = words.numel()
     if n == 0:
-        return 0
+        return 0, 0
     blocks = (n + BLOCK - 1) // BLOCK
-    partial = torch.empty(blocks, dtype=torch.int64, device=bits.device)
-    _KERNEL[(blocks,)](bits, partial, n, MIX, OFFSET, BLOCK=BLOCK)
-    return int(partial.sum().item())
+    partial = torch.empty(3 * blocks, dtype=torch.int64, device=words.device)
+    _KERNEL[(blocks,)](words, partial, n, POSITION, HIGH, SEED, FMIX1, FMIX2, SECOND, zeros.per_word, zeros.mask,
+                       BLOCK=BLOCK, num_warps=8)
+    sums = partial.view(blocks, 3).sum(dim=0).tolist()
+    return _combine(sums[0], sums[1]), int(sums[2])

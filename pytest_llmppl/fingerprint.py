@@ -1,25 +1,18 @@
-"""Identities of corpora, tokenizers and model weights, as hex digests.
+"""Identities of corpora, tokenizers and tensors, as hex digests (a model's: ``model_identity``).
 
 Content, not names: two tokenizers with one name but other merges, or a model with
 one weight changed, get other fingerprints; the same content in another process gets
 the same one.  Weights are hashed where they live: on the CPU with xxh3-64 over the
-raw bytes (zero-copy through numpy, ~10 GB/s on one core), on an accelerator with an
-exact integer hash computed there in one pass (``device_hash``; no copy to the host).  The two differ, which is
-fine: the device type is part of every measurement's identity anyway.
+raw bytes (zero-copy through numpy, ~10 GB/s on one core), on an accelerator with a
+non-linear integer hash computed there in one pass (``device_hash``; no copy to the host).
+The two differ, which is fine: the device type is part of every measurement's identity anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
-
-from .errors import ModelError
-
-# Config keys that say how a model was loaded or run, not what it computes.
-_CONFIG_NOISE = frozenset({"_name_or_path", "transformers_version", "use_cache", "dtype", "torch_dtype",
-                           "_attn_implementation_autoset", "_commit_hash"})
 
 
 def digest(*parts: Any) -> str:
@@ -58,23 +51,47 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def tensor_hash(tensor: Any) -> str:
-    """A 64-bit hash of a tensor's bits, as ``algorithm:hex``, computed where the tensor lives."""
+    """A 64-bit hash of a tensor's bits, as ``algorithm:hex``, computed where the tensor lives
+    (a quantized tensor by its integers and its quantization parameters)."""
+    return hash_and_zeros(tensor, count=False)[0]
+
+
+def hash_and_zeros(tensor: Any, count: bool = True) -> tuple[str, int]:
+    """``tensor_hash`` and, with ``count``, the number of zero elements (-0.0 included): on an
+    accelerator in the same pass over the bytes, on the CPU in a second one."""
     import torch
 
+    if getattr(tensor, "is_quantized", False):
+        ints = tensor.int_repr()
+        return "q:" + digest(*_quantized_parts(tensor))[:16], ints.numel() - int(torch.count_nonzero(ints))
     flat = tensor.detach().reshape(-1)
     if not flat.is_contiguous():
         flat = flat.contiguous()
-    if flat.device.type == "cpu":
-        return "xxh3:" + _host_hash(flat)
-    if flat.dtype == torch.bool:
-        bits = flat.to(torch.uint8)
-    elif flat.element_size() in (1, 2, 4, 8) and not flat.is_complex():
-        bits = flat.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()])
-    else:  # complex or exotic dtypes: hash the bytes on the host
-        return "xxh3:" + _host_hash(flat.cpu())
-    from .device_hash import bits_hash
+    if flat.device.type == "cpu" or flat.is_complex() or flat.element_size() not in (1, 2, 4, 8):
+        zeros = flat.numel() - int(torch.count_nonzero(flat)) if count else 0
+        return "xxh3:" + _host_hash(flat.cpu()), zeros
+    from .device_hash import Zeros, as_words, bits_hash, zeros_of
 
-    return "mix:" + format(bits_hash(bits) & (2**64 - 1), "016x")
+    words, tail = as_words(flat)
+    per_word = zeros_of(flat.dtype) if count else Zeros()
+    value, zeros = bits_hash(words, per_word)
+    if count and (per_word.per_word == 0 or tail):  # 8-byte elements, or a tensor that ends mid-word
+        zeros = flat.numel() - int(torch.count_nonzero(flat))
+    return "fmix:" + format(value, "016x") + (":" + tail.hex() if tail else ""), zeros
+
+
+def _quantized_parts(tensor: Any) -> list[Any]:
+    """What a quantized tensor's values are made of: its integers, scheme and parameters."""
+    import torch
+
+    scheme = tensor.qscheme()
+    parts: list[Any] = [str(tensor.dtype), str(scheme), tensor_hash(tensor.int_repr())]
+    if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        parts += [repr(float(tensor.q_scale())), int(tensor.q_zero_point())]
+    else:
+        parts += [tensor.q_per_channel_axis(), tensor_hash(tensor.q_per_channel_scales()),
+                  tensor_hash(tensor.q_per_channel_zero_points())]
+    return parts
 
 
 def _host_hash(flat: Any) -> str:
@@ -85,35 +102,7 @@ def _host_hash(flat: Any) -> str:
     return xxhash.xxh3_64_hexdigest(memoryview(flat.view(torch.uint8).numpy()))
 
 
-def model_fingerprint(model: Any) -> str:
-    """Weights (names, shapes, dtypes, bits) and architecture config of a model."""
-    items = [(name, list(t.shape), str(t.dtype), tensor_hash(t)) for name, t in model_tensors(model)]
-    config = getattr(model, "config", None)
-    cfg: dict[str, Any] = {}
-    if config is not None and hasattr(config, "to_dict"):
-        cfg = {k: v for k, v in config.to_dict().items() if k not in _CONFIG_NOISE}
-    return digest(type(model).__name__, cfg, items)
-
-
-def model_tensors(model: Any) -> Iterator[tuple[str, Any]]:
-    """Every tensor of the state dict with its data; a disk-offloaded one (accelerate, on
-    ``meta``) is read from the offload through its module's hook."""
-    offloaded = _offloaded_weights(model)
-    state = model.state_dict()
-    for name in sorted(state):
-        t = state[name]
-        if getattr(t, "is_meta", False):
-            t = offloaded.get(name)
-            if t is None:
-                raise ModelError(
-                    f"parameter {name} is on the meta device (no weights loaded) and no offloaded copy was found: "
-                    "load the model with real weights (no init_empty_weights / device_map='meta'), or dispatch it "
-                    "with accelerate's device_map and offload_folder so its weights can be read."
-                )
-        yield name, t
-
-
-def _offloaded_weights(model: Any) -> _LazyOffload:
+def offloaded_weights(model: Any) -> _LazyOffload:
     """Lazy name -> tensor view of accelerate's offload (``module._hf_hook.weights_map``)."""
     out = _LazyOffload()
     if not getattr(model, "hf_device_map", None):

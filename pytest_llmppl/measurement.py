@@ -172,19 +172,13 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
 
 
 def function_fingerprint(model: Any) -> tuple[str, str]:
-    """The weights' fingerprint, with the model's hooks and forward overrides folded in when it
-    has any; and why, if one could not be pinned down (the fingerprint is then unique to this
-    call, so nothing is ever served for it)."""
-    import uuid
+    """The model's identity (``model_identity``: everything its forward reads) and why, if it
+    could not be pinned down (the fingerprint is then unique to this call, so nothing is ever
+    served for it)."""
+    from .model_identity import model_identity
 
-    from .fingerprint import digest, model_fingerprint
-    from .hooks import function_identity
-
-    weights = model_fingerprint(model)
-    hooks = function_identity(model)
-    if hooks.unpinned:
-        return digest(weights, "unpinned", uuid.uuid4().hex), f"not served: {hooks.unpinned}"
-    return (digest(weights, "hooks", hooks.digest) if hooks.digest else weights), ""
+    found = model_identity(model)
+    return found.digest, found.unpinned
 
 
 def _subset(max_windows: int | None, total: int) -> int | None:

@@ -121,7 +121,7 @@ def _source(r: Record) -> str:
         text = r.measured_source.value
     if any(note.startswith("waited") for note in r.notes):
         text += " (waited)"  # its seconds are a wait for another xdist worker, not a lookup
-    return text + (" (unpinned hook)" if r.subject.unpinned else "")
+    return text + (" (unpinned)" if r.subject.unpinned else "")
 
 
 def _corpus(r: Record) -> str:

@@ -64,7 +64,7 @@ class Subject:
     n_windows_total: int
     device: str
     dtype: str
-    unpinned: str = ""  # why this model's function could not be identified (a hook): measured, never served
+    unpinned: str = ""  # what kept this model's function from being identified: measured, never served
 
 
 @dataclass(frozen=True)

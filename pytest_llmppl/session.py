@@ -544,6 +544,9 @@ class PPLSession:
         assert self.file is not None
         msg = (f"baseline for {call.model_name} ({call.spec.describe()}) is missing from {self.file.path} and "
                "--ppl-strict is on: run the suite once with --ppl-update-baselines on this runner and commit the file.")
+        if self.file.older_identities():
+            msg += (" The file was recorded by pytest-llmppl 0.3, whose model fingerprints no model matches now (the "
+                    "identity covers everything the forward reads): one refresh brings it up to date.")
         spec = call.spec
         here = {"corpus_sha256": spec.corpus, "seqlen": spec.seqlen, "protocol": spec.protocol,
                 "stride": spec.stride, "max_windows": spec.max_windows}
@@ -664,11 +667,18 @@ class PPLSession:
 
         here = software_versions()
         other = sorted(v for v in self.file.recorded_versions() if v != (here["torch"], here["transformers"]))
-        if not other:
-            return None
-        there = ", ".join(f"torch {t} / transformers {tf}" for t, tf in other)
-        return (f"llmppl: baselines in {self.file.path.name} were recorded with {there}; this run has "
-                f"torch {here['torch']} / transformers {here['transformers']} (numbers may differ slightly)")
+        lines = []
+        if other:
+            there = ", ".join(f"torch {t} / transformers {tf}" for t, tf in other)
+            lines.append(f"llmppl: baselines in {self.file.path.name} were recorded with {there}; this run has "
+                         f"torch {here['torch']} / transformers {here['transformers']} (numbers may differ slightly)")
+        older = self.file.older_identities()
+        if older:
+            lines.append(f"llmppl: {older} entr{'y' if older == 1 else 'ies'} in {self.file.path.name} carry a model "
+                         "fingerprint of pytest-llmppl 0.3 (state dict, config and hooks only), which no model matches "
+                         "now that the identity covers everything the forward reads: they are re-measured until you "
+                         "refresh the file once with --ppl-update-baselines")
+        return "\n".join(lines) or None
 
 
 def check_arguments(model: Any, tokenizer: Any, fixture: str) -> None:

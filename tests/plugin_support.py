@@ -12,15 +12,18 @@ import pytest, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 TINY = {str(TINY)!r}
-FORWARDS = []  # one entry per forward of a fixture model (counted at its first decoder layer's class)
+STOCK = []  # the library's decoder-layer forward, which counts the forwards of fixture models
 
 def pytest_configure(config):
     from transformers.models.llama import modeling_llama
     layer = modeling_llama.LlamaDecoderLayer
     stock = layer.forward
+    STOCK.append(stock)
     def counted(self, *args, **kwargs):
+        # counted on the library function (a closure), not a global the patch reads: a patched
+        # forward is part of the model's identity, and its count must not be
         if getattr(self.self_attn, "layer_idx", 0) == 0:
-            FORWARDS.append(1)
+            stock.llmppl_forwards = getattr(stock, "llmppl_forwards", 0) + 1
         return stock(self, *args, **kwargs)
     layer.forward = counted
     config.add_cleanup(lambda: setattr(layer, "forward", stock))
@@ -39,7 +42,9 @@ def model():
 def pytest_sessionfinish(session):
     worker = getattr(session.config, "workerinput", {{}}).get("workerid", "main")
     with open(f"forwards-{{worker}}.json", "w") as fh:
-        json.dump(len(FORWARDS), fh)
+        json.dump(getattr(STOCK[0], "llmppl_forwards", 0) if STOCK else 0, fh)
+    if STOCK:
+        STOCK[0].llmppl_forwards = 0
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pytest_llmppl.device_hash import _torch_hash, bits_hash
-from pytest_llmppl.fingerprint import model_fingerprint, tensor_hash
+from pytest_llmppl.fingerprint import tensor_hash
+from pytest_llmppl.model_identity import model_identity
 
 from conftest import ROOT, TINY
 
@@ -30,33 +31,45 @@ def test_any_single_element_changes_the_hash(dtype):
 
 
 def test_swapping_two_elements_changes_the_torch_hash():
-    """Position matters (odd per-position multipliers), on every device the fallback runs on."""
-    bits = torch.arange(100, dtype=torch.int32)
-    swapped = bits.clone()
+    """Position matters (each word is mixed with its index), on every device the fallback runs on."""
+    words = torch.arange(100, dtype=torch.int32)
+    swapped = words.clone()
     swapped[[3, 7]] = swapped[[7, 3]]
-    assert _torch_hash(bits) != _torch_hash(swapped)
-    assert bits_hash(bits) == _torch_hash(bits)  # on the CPU bits_hash is the torch path
+    assert _torch_hash(words) != _torch_hash(swapped)
+    assert bits_hash(words) == _torch_hash(words)  # on the CPU bits_hash is the torch path
 
 
 def test_model_fingerprint_is_stable_across_processes(tiny_model):
-    code = (f"from transformers import AutoModelForCausalLM; from pytest_llmppl.fingerprint import model_fingerprint;"
-            f"print(model_fingerprint(AutoModelForCausalLM.from_pretrained({str(TINY)!r})))")
+    code = (f"from transformers import AutoModelForCausalLM; from pytest_llmppl.model_identity import model_identity;"
+            f"print(model_identity(AutoModelForCausalLM.from_pretrained({str(TINY)!r})).digest)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip().splitlines()[-1] == model_fingerprint(tiny_model)
+    assert p.stdout.strip().splitlines()[-1] == model_identity(tiny_model).digest
     with torch.no_grad():
         tiny_model.model.layers[1].mlp.down_proj.weight[5, 7] += 1e-6
-    assert model_fingerprint(tiny_model) != p.stdout.strip().splitlines()[-1]
+    assert model_identity(tiny_model).digest != p.stdout.strip().splitlines()[-1]
 
 
 @cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.int8])
-@pytest.mark.parametrize("n", [1, 4095, 4097, (1 << 24) + 12345])
+@pytest.mark.parametrize("n", [1, 4095, 8193, (1 << 24) + 12345])
 def test_kernel_equals_the_torch_fallback(dtype, n):
-    from pytest_llmppl.device_hash import _triton_hash
+    from pytest_llmppl.device_hash import _triton_hash, as_words
 
     g = torch.Generator(device="cuda").manual_seed(n)
     t = (torch.randn(n, device="cuda", generator=g) * 100).to(dtype)
-    width = {1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()]
-    bits = t.view(width)
-    assert _triton_hash(bits) == _torch_hash(bits)
+    words, _ = as_words(t)
+    assert _triton_hash(words) == _torch_hash(words)
+    changed = words.clone()
+    if changed.numel() >= 5:  # the structured change a linear hash kept
+        changed[[0, 2, 4]] += torch.tensor([1, -2, 1], dtype=torch.int32, device="cuda")
+        assert _triton_hash(changed) != _triton_hash(words)
+
+
+@cuda
+def test_cuda_and_cpu_tensors_hash_their_content_on_each_device():
+    t = torch.randn(1001, dtype=torch.bfloat16)
+    on_gpu = tensor_hash(t.cuda())
+    assert on_gpu.startswith("fmix:") and on_gpu == tensor_hash(t.cuda().clone())
+    t[1000] += 1  # in the two trailing bytes, hashed on the host
+    assert tensor_hash(t.cuda()) != on_gpu

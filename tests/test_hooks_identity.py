@@ -100,7 +100,7 @@ def test_a_hook_that_cannot_be_pinned_down_is_measured_and_says_why(tiny_model, 
     assert [r.measured_source.value for r in session.pending] == ["measured", "measured"]
     from pytest_llmppl.report import terminal_table
 
-    assert "measured (unpinned hook)" in terminal_table(session.pending)
+    assert "measured (unpinned)" in terminal_table(session.pending)
 
 
 def test_torch_prune_masks_are_in_the_state_dict(tiny_model):

@@ -94,7 +94,7 @@ def test_disk_offloaded_model_is_fingerprinted_from_its_offload(tiny_model, tiny
     so the identity equals the same weights loaded plainly; a ppl_baseline works."""
     from transformers import AutoModelForCausalLM
 
-    from pytest_llmppl.fingerprint import model_fingerprint
+    from pytest_llmppl.measurement import function_fingerprint
     from pytest_llmppl.session import PPLSession
     from pytest_llmppl.settings import Settings
 
@@ -102,7 +102,7 @@ def test_disk_offloaded_model_is_fingerprinted_from_its_offload(tiny_model, tiny
                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "disk"}
     offloaded = AutoModelForCausalLM.from_pretrained(TINY, device_map=placement, offload_folder=str(tmp_path / "off"))
     assert offloaded.model.layers[1].mlp.up_proj.weight.is_meta
-    assert model_fingerprint(offloaded) == model_fingerprint(tiny_model)
+    assert function_fingerprint(offloaded) == function_fingerprint(tiny_model)
     session = PPLSession(Settings(corpus=str(CORPUS_TXT), seqlen=SEQLEN, max_windows=WINDOWS,
                                   cache_dir=str(tmp_path / "cache")))
     base = session.baseline(offloaded, tiny_tokenizer, test="t")
@@ -114,10 +114,10 @@ def test_meta_model_without_offload_names_the_way_out(tiny_tokenizer, tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from pytest_llmppl.errors import ModelError
-    from pytest_llmppl.fingerprint import model_fingerprint
+    from pytest_llmppl.measurement import function_fingerprint
 
     with torch.device("meta"):
         model = LlamaForCausalLM(LlamaConfig(vocab_size=1024, hidden_size=32, intermediate_size=64,
                                              num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
     with pytest.raises(ModelError, match=r"meta device.*no offloaded copy.*offload_folder"):
-        model_fingerprint(model)
+        function_fingerprint(model)

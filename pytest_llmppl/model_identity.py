@@ -1,0 +1,205 @@
+"""A model's identity: the whole function its forward computes, as one digest.
+
+The principle: everything the forward can read is in it.  That is the module tree (each
+module's name and class, with the code of any method that is not an installed library's own:
+a subclass, a class method patched at run time, an instance ``forward``), every tensor the
+modules hold (parameters, persistent and non-persistent buffers, tensors kept as plain
+attributes; quantized packed weights by their integers and scales), every other attribute of
+every module by value (numbers, strings, enums, dtypes, containers, pruning
+re-parametrisations, PEFT's adapters and scaling), the config, and forward hooks and
+pre-hooks (the module's and torch's global ones).  ``value_description`` says how each kind of
+value is described.
+
+Left out, because they are not the function: the ``training`` flag (the engine evaluates in
+eval mode), state that a forward fills lazily and that is derived from the rest by contract
+(attributes named ``*cache*``, such as rotary cos/sin caches and ``max_seq_len_cached``), how
+the model was loaded or placed (``NEUTRAL``), and accelerate's dispatch wrappers (they move
+tensors between devices).  A ``torch.compile``d model is the module it wraps.  Anything the
+walk cannot describe makes the model unpinned: measured every time, never served, and the
+report says why.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ModelError
+from .fingerprint import digest
+from .value_description import PLAIN as _PLAIN
+from .value_description import Describer, Unpinned, describe_config
+
+IDENTITY_VERSION = 2  # 1: state dict, config and hooks (0.3); 2: the whole function (0.4)
+_STRUCTURE = frozenset({"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"})
+_HOOKS = ("_forward_pre_hooks", "_forward_hooks")
+_HOOK_FLAGS = ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
+_GLOBAL_HOOKS = ("_global_forward_pre_hooks", "_global_forward_hooks")
+# Attributes that say how a module was loaded, placed, trained or saved, not what it computes.
+NEUTRAL = frozenset({
+    "training", "_backward_hooks", "_backward_pre_hooks", "_is_full_backward_hook", "_state_dict_hooks",
+    "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
+    "_compiled_call_impl",  # module.compile(): the same function, compiled
+    "generation_config", "_weight_conversions", "_is_hf_initialized", "name_or_path", "warnings_issued",
+    "hf_device_map", "_super_module_initialized", "_kernels_device",
+    "_is_torch_compile",  # set by torch.compile(model): the same function, compiled
+    "_kernels_mode",  # the hub kernels' training/inference mode: follows the training flag
+})
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """``digest`` of the model's function; ``unpinned`` says why it could not be pinned down
+    (the digest is then unique to this call, so nothing is ever served for it)."""
+
+    digest: str
+    unpinned: str = ""
+
+
+def model_identity(model: Any) -> ModelIdentity:
+    """The digest of everything ``model``'s forward reads."""
+    model = unwrap_compiled(model)
+    try:
+        return ModelIdentity(digest("model", IDENTITY_VERSION, type(model).__name__, _config(model),
+                                    weights_description(model), _tree(model)))
+    except Unpinned as exc:
+        return ModelIdentity(digest("unpinned", uuid.uuid4().hex), f"not served: {exc}")
+
+
+def unwrap_compiled(model: Any) -> Any:
+    """``torch.compile(model)`` computes ``model``'s function: it has ``model``'s identity."""
+    cls = type(model)
+    while cls.__name__ == "OptimizedModule" and cls.__module__.startswith("torch._dynamo") and \
+            hasattr(model, "_orig_mod"):
+        model = model._orig_mod
+        cls = type(model)
+    return model
+
+
+def _config(model: Any) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    return describe_config(config) if config is not None and hasattr(config, "to_dict") else {}
+
+
+def weights_description(model: Any) -> list[Any]:
+    """Every tensor the modules register, by name: the state dict (whose values a quantized
+    module packs into tuples) and the non-persistent buffers it leaves out."""
+    describe = Describer()
+    items = []
+    for name, value in model_tensors(model):
+        if hasattr(value, "shape"):
+            items.append([name, list(value.shape), str(value.dtype), describe.tensor(value)[3]])
+        else:
+            items.append([name, describe(value)])
+    return items
+
+
+def model_tensors(model: Any) -> Iterator[tuple[str, Any]]:
+    """The state dict's entries, then the non-persistent buffers (but caches), with their data; a
+    disk-offloaded one (accelerate, on ``meta``) is read from the offload through its
+    module's hook."""
+    from .fingerprint import offloaded_weights
+
+    offloaded = offloaded_weights(model)
+    state = model.state_dict(keep_vars=False)
+    extra = {n: b for n, b in model.named_buffers() if n not in state and "cache" not in n.rsplit(".", 1)[-1].lower()}
+    for name in sorted(state) + sorted(extra):
+        t = state[name] if name in state else extra[name]
+        if getattr(t, "is_meta", False):
+            t = offloaded.get(name)
+            if t is None:
+                raise ModelError(
+                    f"parameter {name} is on the meta device (no weights loaded) and no offloaded copy was found: "
+                    "load the model with real weights (no init_empty_weights / device_map='meta'), or dispatch it "
+                    "with accelerate's device_map and offload_folder so its weights can be read."
+                )
+        yield name, t
+
+
+def _tree(model: Any) -> list[Any]:
+    """Each module's class and attributes, with its hooks; torch's global hooks last."""
+    from torch.nn.modules import module as nn_module
+
+    tree = list(model.named_modules())
+    names = {id(m): n for n, m in tree}
+    describe = Describer(module_ref=names.get, config=getattr(model, "config", None))
+    describe.module = lambda m, depth, seen: ["detached", _module(m, "", describe, depth, seen, whole=True)]
+    out = [[name, _module(module, name, describe)] for name, module in tree]
+    for attr in _GLOBAL_HOOKS:
+        for hook in getattr(nn_module, attr, {}).values():
+            try:
+                out.append(["", attr, describe(hook)])
+            except Unpinned as exc:
+                raise _unpinned(f"torch's {attr}", exc) from None
+    return out
+
+
+def _module(module: Any, name: str, describe: Describer, depth: int = 0, seen: frozenset[int] = frozenset(),
+            whole: bool = False) -> list[Any]:
+    """One module: class, attributes by value and hooks (``whole``: also its tensors and
+    children, for a module that is not in the model's tree but is read by it)."""
+    own = vars(module)
+    attrs: list[Any] = []
+    for attr in _described(tuple(own), "_hf_hook" in own and _accelerate_dispatch(module)):
+        value = own[attr]
+        kind = type(value)
+        if kind in _PLAIN:  # most attributes: inline, no call, one string
+            attrs.append(f"{attr}={kind.__name__}:{value!r}")
+            continue
+        try:
+            attrs.append([attr, describe(value, depth, seen)])
+        except Unpinned as exc:
+            raise _unpinned(f"module {name or type(module).__name__!r} attribute {attr!r}", exc) from None
+    hooks = []
+    for attr, flags in zip(_HOOKS, (_HOOK_FLAGS[0], _HOOK_FLAGS[1])):
+        for hook_id, hook in own[attr].items() if attr in own else ():
+            kinds = [f for f in (flags, _HOOK_FLAGS[2]) if hook_id in own.get(f, ())]
+            try:
+                hooks.append([attr, kinds, describe(hook, depth, seen)])
+            except Unpinned as exc:
+                raise _unpinned(f"module {name or type(module).__name__!r} {attr[1:-1]}", exc) from None
+    out = [describe.cls(type(module), depth, seen), attrs, hooks]
+    if whole:
+        out.append([[n, describe(t, depth + 1, seen)] for n, t in
+                    sorted(list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)))])
+        out.append([[n, describe(c, depth + 1, seen)] for n, c in module.named_children()])
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _described(names: tuple[str, ...], dispatched: bool) -> tuple[str, ...]:
+    """Which of a module's attributes (by name, as ``vars`` lists them) describe its function,
+    sorted; modules of one class share the answer."""
+    skip = _skipped(dispatched)
+    return tuple(sorted(n for n in names if n not in skip and "cache" not in n.lower()))
+
+
+@functools.lru_cache(maxsize=2)
+def _skipped(dispatched: bool) -> frozenset[str]:
+    """A module's attributes that are not its function: structure walked elsewhere, hooks
+    described on their own, ``NEUTRAL``, ``torch.nn.Module``'s own methods other than the call
+    path (an instance override of ``to`` or ``state_dict`` moves or saves the module; accelerate
+    wraps ``to`` on a dispatched model) and, on an accelerate-dispatched module, its wrapper."""
+    import torch
+
+    calls = {"forward", "__call__", "_call_impl", "_wrapped_call_impl"}
+    placement = {n for n, v in vars(torch.nn.Module).items() if callable(v) and n not in calls}
+    wrapper = {"_hf_hook", "_old_forward", "forward"} if dispatched else set()
+    return frozenset(NEUTRAL | _STRUCTURE | set(_HOOKS) | set(_HOOK_FLAGS) | placement | wrapper)
+
+
+def _unpinned(where: str, exc: Unpinned) -> Unpinned:
+    """The innermost place a value could not be described (a module inside a hook names itself)."""
+    return exc if str(exc).startswith("module ") else Unpinned(f"{where} refers to {exc}")
+
+
+def _accelerate_dispatch(module: Any) -> bool:
+    """accelerate's ``add_hook_to_module`` sets an instance ``forward`` that moves tensors
+    between devices (``_hf_hook``): the function is the module's own."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        return False
+    hooks = getattr(hook, "hooks", None) or [hook]
+    return all(type(h).__module__.startswith("accelerate.") for h in hooks)

@@ -1,0 +1,78 @@
+"""Refactors that leave the state dict alone and change what the forward computes: each is
+applied to a loaded tiny Llama in place (shared by the identity tests and the user suites
+they run with pytester)."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.utils import prune
+
+
+class ScaledMask(prune.BasePruningMethod):
+    """A custom re-parametrisation: the kept weights are also scaled (its parameter is not in
+    the state dict: only the mask and the original weight are)."""
+
+    PRUNING_TYPE = "unstructured"
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def compute_mask(self, t, default_mask):
+        return default_mask
+
+    def apply_mask(self, module):
+        return super().apply_mask(module) * self.scale
+
+
+def scaled_mask(model, scale: float) -> None:
+    for layer in model.model.layers:
+        ScaledMask.apply(layer.mlp.down_proj, "weight", scale=scale)
+
+
+def _each(model, attr, kind):
+    return [getattr(layer, attr) for layer in model.model.layers] if kind is None else \
+        [m for m in model.modules() if type(m).__name__ == kind]
+
+
+def act_fn(model) -> None:
+    for mlp in _each(model, "mlp", None):
+        mlp.act_fn = torch.nn.Tanh()
+
+
+def inv_freq(model) -> None:
+    """Another rope_theta applied after load: the rotary frequencies, a non-persistent buffer."""
+    rotary = model.model.rotary_emb
+    dim = rotary.inv_freq.numel() * 2
+    rotary.inv_freq.copy_(1.0 / (50.0 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)))
+
+
+def scaling(model) -> None:
+    for attn in _each(model, "self_attn", None):
+        attn.scaling *= 3.0
+
+
+def variance_epsilon(model) -> None:
+    for norm in _each(model, None, "LlamaRMSNorm"):
+        norm.variance_epsilon = 1.0
+
+
+def attention_scaling(model) -> None:
+    model.model.rotary_emb.attention_scaling = 3.0
+
+
+def is_causal(model) -> None:
+    for attn in _each(model, "self_attn", None):
+        attn.is_causal = False
+
+
+def pruning_method(model) -> None:
+    """The re-parametrisation ``scaled_mask(model, 1.0)`` made, with another scale: the same
+    state dict (masks and original weights)."""
+    for layer in model.model.layers:
+        for hook in layer.mlp.down_proj._forward_pre_hooks.values():
+            if isinstance(hook, ScaledMask):
+                hook.scale = 0.5
+
+
+CHANGES = {"act_fn": act_fn, "inv_freq": inv_freq, "scaling": scaling, "variance_epsilon": variance_epsilon,
+           "attention_scaling": attention_scaling, "is_causal": is_causal, "pruning_method": pruning_method}

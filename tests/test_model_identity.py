@@ -1,0 +1,250 @@
+"""The identity is the whole function: whatever the forward reads changes it, and nothing else does.
+
+Each refactor of ``identity_changes`` leaves the state dict alone; each gets another identity
+and, recorded before the change, is measured and judged on its true perplexity.  The converse:
+the same model rebuilt, evaluated, compiled or quantized the same way keeps its identity.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from identity_changes import CHANGES, scaled_mask
+
+from conftest import CORPUS_TXT, TINY
+from plugin_support import forwards, project, rows
+
+
+def _id(model) -> str:
+    from pytest_llmppl.model_identity import model_identity
+
+    found = model_identity(model)
+    assert found.unpinned == "", found.unpinned
+    return found.digest
+
+
+def _load():
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(TINY)
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_each_change_of_the_function_changes_the_identity(change):
+    model = _load()
+    scaled_mask(model, 1.0)
+    before, state = _id(model), {k: v.clone() for k, v in model.state_dict().items()}
+    CHANGES[change](model)
+    assert _id(model) != before
+    after = model.state_dict()
+    assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
+
+
+def test_a_class_method_patched_at_run_time_and_a_subclass_are_code(tiny_model):
+    from transformers.models.llama import modeling_llama
+
+    plain = _id(tiny_model)
+    stock = modeling_llama.LlamaMLP.forward
+
+    def patched(self, x):
+        return stock(self, x) * 0.5
+
+    modeling_llama.LlamaMLP.forward = patched
+    try:
+        assert _id(tiny_model) != plain
+    finally:
+        modeling_llama.LlamaMLP.forward = stock
+    assert _id(tiny_model) == plain
+
+    class Halved(modeling_llama.LlamaMLP):
+        def forward(self, x):
+            return super().forward(x) * 0.5
+
+    class Doubled(modeling_llama.LlamaMLP):
+        def forward(self, x):
+            return super().forward(x) * 2.0
+
+    ids = []
+    for cls in (Halved, Doubled):
+        tiny_model.model.layers[0].mlp.__class__ = cls
+        ids.append(_id(tiny_model))
+    tiny_model.model.layers[0].mlp.__class__ = modeling_llama.LlamaMLP
+    assert len({plain, *ids}) == 3
+
+
+def test_a_tensor_kept_as_a_plain_attribute_is_content(tiny_model):
+    plain = _id(tiny_model)
+    tiny_model.model.layers[0].mlp.gate = torch.ones(4)
+    gated = _id(tiny_model)
+    tiny_model.model.layers[0].mlp.gate[2] = 0.5
+    assert len({plain, gated, _id(tiny_model)}) == 3
+
+
+def test_an_object_that_cannot_be_compared_makes_the_model_unpinned_and_says_where(tiny_model):
+    import threading
+
+    from pytest_llmppl.model_identity import model_identity
+
+    tiny_model.model.layers[1].self_attn.guard = threading.Lock()
+    found = model_identity(tiny_model)
+    assert "model.layers.1.self_attn" in found.unpinned and "guard" in found.unpinned
+    assert "lock" in found.unpinned.lower() and model_identity(tiny_model).digest != found.digest
+
+
+class CachingRotary(torch.nn.Module):
+    """Caches cos/sin on first use (as older transformers' rotary embeddings did), and counts
+    how often the cache served: state a forward fills, derived from the rest."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self._cos_cached = None
+        self.cache_hits = 0
+        self.register_buffer("sin_cached", torch.zeros(0), persistent=False)
+
+    def forward(self, x, position_ids):
+        if self._cos_cached is None:
+            self._cos_cached, sin = self.inner(x, position_ids)
+            self.sin_cached = sin
+        else:
+            self.cache_hits += 1
+        return self.inner(x, position_ids)
+
+
+def test_the_identity_is_the_same_before_and_after_an_evaluation():
+    from pytest_llmppl import evaluate
+
+    model = _load()
+    model.model.rotary_emb = CachingRotary(model.model.rotary_emb)
+    model.train()
+    before = _id(model)
+    from transformers import AutoTokenizer
+
+    evaluate(model, AutoTokenizer.from_pretrained(TINY), str(CORPUS_TXT), 64, max_windows=2, batch_size=1)
+    assert model.model.rotary_emb._cos_cached is not None and model.model.rotary_emb.cache_hits > 0
+    assert model.training and _id(model) == before
+
+
+def test_a_compiled_model_has_the_identity_of_the_module_it_wraps(tiny_model):
+    plain = _id(tiny_model)
+    compiled = torch.compile(tiny_model)
+    assert _id(compiled) == _id(tiny_model) == plain
+    tiny_model.compile()  # in place: the same function, compiled
+    assert _id(tiny_model) == plain
+
+
+def _quantized():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(_load(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def test_an_int8_dynamic_quantized_model_is_identified_by_its_integers_and_scales():
+    first, second = _quantized(), _quantized()
+    assert _id(first) == _id(second) != _id(_load())
+    packed = second.model.layers[0].mlp.up_proj
+    weight, bias = packed._weight_bias()
+    ints = weight.int_repr()
+    ints[0, 0] += 1
+    requantized = torch._make_per_tensor_quantized_tensor(ints, weight.q_scale(), weight.q_zero_point())
+    packed.set_weight_bias(requantized, bias)
+    assert _id(second) != _id(first)
+
+
+def test_peft_adapters_and_their_scaling_are_in_the_identity():
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(_load(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                         init_lora_weights=False))
+    plain = _id(model)
+    assert _id(model) == plain
+    for module in model.modules():
+        if hasattr(module, "scaling") and isinstance(module.scaling, dict) and "default" in module.scaling:
+            module.scaling["default"] *= 2
+    scaled = _id(model)
+    assert scaled != plain
+    with model.disable_adapter():
+        assert _id(model) not in (plain, scaled)
+
+
+def test_the_structured_pattern_that_left_the_linear_hash_unchanged_changes_it():
+    """+t, -2t, +t at positions i, i+2, i+4 cancelled in a sum of bits times position constants
+    (k_{i+4} - 2 k_{i+2} + k_i = 0 for k linear in i): the mixed hash sees it."""
+    from pytest_llmppl.device_hash import _torch_hash, as_words
+
+    words = torch.arange(1000, dtype=torch.int32) * 7919
+    for t in (1, 3, 1 << 20):
+        changed = words.clone()
+        changed[[10, 12, 14]] += torch.tensor([t, -2 * t, t], dtype=torch.int32)
+        assert _torch_hash(changed) != _torch_hash(words)
+    weights = torch.randn(1001, dtype=torch.bfloat16)
+    body, tail = as_words(weights)
+    assert body.numel() == 500 and len(tail) == 2  # 2002 bytes: 500 words and two bytes on the host
+
+
+SUITE = """
+import os
+from identity_changes import CHANGES, scaled_mask
+
+def test_candidate(model, tok, ppl_check):
+    scaled_mask(model, 1.0)  # a re-parametrised candidate (the pruning_method row changes its scale)
+    if os.environ.get("CHANGE"):
+        CHANGES[os.environ["CHANGE"]](model)
+    ppl_check(model, tok, baseline=100.0)
+"""
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_recorded_check_whose_function_changed_is_measured_and_judged(pytester, monkeypatch, change):
+    """Recorded unchanged; then only ``change``: measured (served nothing), with its true perplexity,
+    a failure wherever that is worse than the record."""
+    from pytest_llmppl import evaluate
+
+    project(pytester, SUITE)
+    path = pytester.path / "ppl-baselines.json"
+    fresh = (f"--ppl-baselines={path}", "--ppl-no-cache", "--ppl-report=report.json", "-p", "no:cacheprovider")
+    pytester.runpytest(*fresh, "--ppl-update-baselines").assert_outcomes(passed=1)
+    (recorded,) = rows(pytester, "check")
+    forwards(pytester)
+    monkeypatch.setenv("CHANGE", change)
+    result = pytester.runpytest(*fresh, "--ppl-strict")
+    (check,) = rows(pytester, "check")
+    assert check["measured_source"] == "measured" and forwards(pytester) > 0
+    model = _load()
+    scaled_mask(model, 1.0)
+    CHANGES[change](model)
+    from transformers import AutoTokenizer
+
+    true = evaluate(model, AutoTokenizer.from_pretrained(TINY), str(CORPUS_TXT), 128).ppl
+    assert check["measured"] == pytest.approx(true, rel=1e-9)
+    if true > recorded["measured"] * 1.01:
+        result.assert_outcomes(failed=1)
+        assert check["against_record"] == "worse"
+    else:  # non-causal attention sees the next token: better, and measured
+        assert change == "is_causal"
+        result.assert_outcomes(passed=1)
+
+
+@pytest.mark.heavy
+def test_a_compiled_model_is_served_with_zero_forwards(pytester, monkeypatch):
+    """Recorded as the plain model; the compiled one computes the same function: served from the
+    committed file, never compiled or run."""
+    project(pytester, """
+import torch
+
+import os
+
+def test_compiled(model, tok, ppl_check):
+    ppl_check(torch.compile(model) if os.environ.get("COMPILE") else model, tok, baseline=100.0)
+""")
+    path = pytester.path / "ppl-baselines.json"
+    fresh = (f"--ppl-baselines={path}", "--ppl-no-cache", "--ppl-report=report.json", "-p", "no:cacheprovider")
+    pytester.runpytest(*fresh, "--ppl-update-baselines").assert_outcomes(passed=1)
+    forwards(pytester)
+    monkeypatch.setenv("COMPILE", "1")
+    pytester.runpytest(*fresh, "--ppl-strict").assert_outcomes(passed=1)
+    (check,) = rows(pytester, "check")
+    assert check["measured_source"] == "file" and check["against_record"] == "unchanged"
+    assert forwards(pytester) == 0
