@@ -54,18 +54,25 @@ def cpu_rows() -> list[dict]:
 def gpu_rows() -> list[dict]:
     import torch
 
-    from pytest_llmppl.device_hash import _torch_hash, _triton_hash
+    from pytest_llmppl.device_hash import Zeros, _torch_hash, _triton_hash, zeros_of
 
     t = torch.empty(6_500_000_000, dtype=torch.bfloat16, device="cuda").normal_()
-    bits = t.view(torch.int32)
+    t[::7] = 0  # some zeros to count (and -0.0, which counts as zero)
+    t[1::7] = -0.0
+    words = t.view(torch.int32)
     size = t.numel() * 2
-    assert _triton_hash(bits) == _torch_hash(bits)
+    bf16 = zeros_of(torch.bfloat16)
+    kernel = _triton_hash(words, bf16)
+    assert kernel == _torch_hash(words, bf16), "the kernel and its torch fallback disagree"
+    assert kernel[1] == t.numel() - int(torch.count_nonzero(t)), "zero count differs from count_nonzero"
     rows = []
-    candidates = (("triton kernel (now)", lambda: _triton_hash(bits)), ("torch fallback", lambda: _torch_hash(bits)))
+    candidates = (("triton kernel, hash + zeros (now)", lambda: _triton_hash(words, bf16)),
+                  ("triton kernel, hash only", lambda: _triton_hash(words, Zeros())),
+                  ("torch fallback, hash + zeros", lambda: _torch_hash(words, bf16)))
     for name, fn in candidates:
         fn()
         torch.cuda.synchronize()
-        s = _best_of(lambda fn=fn: (fn(), torch.cuda.synchronize()))
+        s = _best_of(lambda fn=fn: (fn(), torch.cuda.synchronize()), 1 if "fallback" in name else 5)
         rows.append({"device": torch.cuda.get_device_name(0), "dtype": "bfloat16", "path": name, "gib": size / 2**30,
                      "seconds": s, "gb_per_s": size / s / 1e9})
     return rows
@@ -97,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     rows = {"cpu": cpu_rows, "gpu": gpu_rows, "walk": walk_rows}[args.cases]()
-    print(f"{'device':22s} {'dtype':9s} {'path':28s} {'GiB':>6s} {'s':>8s} {'GB/s':>8s}")
+    print(f"{'device':22s} {'dtype':9s} {'path':34s} {'GiB':>6s} {'s':>8s} {'GB/s':>8s}")
     for r in rows:
-        print(f"{r['device']:22s} {r['dtype']:9s} {r['path']:28s} {r['gib']:6.2f} {r['seconds']:8.4f} "
+        print(f"{r['device']:22s} {r['dtype']:9s} {r['path']:34s} {r['gib']:6.2f} {r['seconds']:8.4f} "
               f"{r['gb_per_s']:8.2f}")
     if args.json:
         import torch

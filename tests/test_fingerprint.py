@@ -73,3 +73,17 @@ def test_cuda_and_cpu_tensors_hash_their_content_on_each_device():
     assert on_gpu.startswith("fmix:") and on_gpu == tensor_hash(t.cuda().clone())
     t[1000] += 1  # in the two trailing bytes, hashed on the host
     assert tensor_hash(t.cuda()) != on_gpu
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.int8, torch.float64])
+@pytest.mark.parametrize("n", [4096, 8195])
+def test_zeros_are_counted_in_the_hash_pass_as_count_nonzero_does(dtype, n):
+    from pytest_llmppl.fingerprint import hash_and_zeros
+
+    t = (torch.randn(n) * 3).to(dtype)
+    t[::5] = 0
+    if dtype.is_floating_point:
+        t[1::5] = -0.0
+    expected = n - int(torch.count_nonzero(t))
+    assert hash_and_zeros(t.cuda())[1] == expected == hash_and_zeros(t)[1]
