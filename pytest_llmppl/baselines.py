@@ -62,6 +62,7 @@ def entry_for(result: PerplexityResult, spec: MeasurementSpec, *, test: str, mod
         "window_nll": list(result.window_nll),
         "window_weight": list(result.window_weight),
         **({"lm_eval": result.lm_eval.to_json()} if result.lm_eval is not None else {}),
+        **({"size": spec.size.to_json()} if spec.size is not None else {}),
     }
 
 
@@ -93,6 +94,14 @@ def validate_entry(entry: Any, where: str) -> dict[str, Any]:
             raise BaselineError(f"{where}: field {name!r} should be str, got {entry[name]!r:.60}")
     if "kl" in entry:
         _validate_kl(entry["kl"], where)
+    if "size" in entry:
+        from .size_facts import validate_size
+
+        try:
+            validate_size(entry["size"])
+        except ValueError as exc:
+            raise BaselineError(f"{where}: field 'size' is not what pytest-llmppl records ({exc}); regenerate it "
+                                "with --ppl-update-baselines") from None
     n = len(entry["window_index"])
     if not (len(entry["window_nll"]) == len(entry["window_weight"]) == n) or n == 0:
         raise BaselineError(f"{where}: window_index, window_nll and window_weight must have the same non-zero length")

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LLMPPLError, SettingsError
-from .settings import OPTIONS, Settings, per_call_names
+from .settings import CHECK_ONLY, OPTIONS, Settings, per_call_names
 
 EXIT_ERROR = 2
 EXIT_NOT_FINITE = 3
 # What applies to one evaluation: a check's settings (early stop, its record, its KL budget) do not.
-CLI_SETTINGS = tuple(n for n in per_call_names()
-                     if n not in ("early_stop", "confidence", "regression_tolerance", "kl_budget"))
+CLI_SETTINGS = tuple(n for n in per_call_names() if n not in CHECK_ONLY)
 LOAD_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 

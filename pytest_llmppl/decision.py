@@ -20,8 +20,20 @@ from typing import TYPE_CHECKING, Any
 from .hotspots import describe, window_deltas, worst_windows
 from .identity import MeasurementSpec
 from .perplexity_result import PerplexityResult
-from .report_records import AgainstRecord, CheckRecord, EarlyInfo, Source, Verdict, WindowLoss, se_text, signed
+from .report_records import (
+    AgainstRecord,
+    CheckRecord,
+    EarlyInfo,
+    ShapeChange,
+    SizeGrowth,
+    Source,
+    Verdict,
+    WindowLoss,
+    se_text,
+    signed,
+)
 from .settings import Budget
+from .size_facts import SHOWN_CHANGES, SizeFacts, grew
 from .stats import EarlyDecision, paired_delta, top1_agreement
 
 if TYPE_CHECKING:
@@ -39,6 +51,8 @@ class Recorded:
     tolerance: Budget | None
     status: AgainstRecord
     same_weights: bool = False  # the recorded candidate's weights are this candidate's
+    entry: bool = False         # the file holds a record of this check (whatever its settings)
+    size: SizeFacts | None = None  # what the record kept (None: recorded before 0.4, or no record)
 
     @property
     def threshold(self) -> float | None:
@@ -116,30 +130,29 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
         over_record = reg is not None and recorded.threshold is not None and measured > recorded.threshold
     kl_budget = call.settings.kl_budget
     over_kl = finite and kl is not None and kl_budget is not None and kl.mean > kl_budget
+    size = SizeVerdict.of(call.spec.size, recorded, call.settings, base)
     if not finite:
         verdict = Verdict.NOT_FINITE
     else:
-        verdict = Verdict.FAIL if over_budget or over_record or over_kl else Verdict.PASS
+        failed = over_budget or over_record or over_kl or size.grew or size.over_keep
+        verdict = Verdict.FAIL if failed else Verdict.PASS
     deltas = window_deltas(base, result) if base is not None and finite else {}
     worst: tuple[WindowLoss, ...] = ()
     worst_recorded: tuple[WindowLoss, ...] = ()
     prepared = call.prepared
     if over_budget and deltas:
         worst = worst_windows(deltas, prepared.windows, prepared.ids, prepared.tokenizer, WORST_WINDOWS)
+    recorded_deltas: dict[int, float] = {}
     if over_record and reg is not None:
-        worst_recorded = worst_windows(window_deltas(reg, result), prepared.windows, prepared.ids,
-                                       prepared.tokenizer, WORST_WINDOWS)
+        recorded_deltas = window_deltas(reg, result)
+        worst_recorded = worst_windows(recorded_deltas, prepared.windows, prepared.ids, prepared.tokenizer,
+                                       WORST_WINDOWS)
     worst_kl: tuple[WindowLoss, ...] = ()
     if over_kl and kl is not None and kl.worst:
         worst_kl = worst_windows(dict(kl.worst), prepared.windows, prepared.ids, prepared.tokenizer, WORST_WINDOWS)
-    if over_kl and not (over_budget or over_record):
-        decided_by = "kl"
-    elif over_budget and over_record:
-        decided_by = "both"
-    elif over_record or (verdict is Verdict.PASS and reg is not None):
-        decided_by = "regression" if over_record else "both"
-    else:
-        decided_by = "budget"
+    reasons = {"budget": over_budget, "regression": over_record, "kl": over_kl, "size": bool(size.grew),
+               "keep_at_most": size.over_keep}
+    decided_by = "+".join(name for name, failed in reasons.items() if failed) if finite else ""
     base_id = base.identity.model_id if base is not None and base.identity is not None else ""
     identical = bool(base is not None and base.identity is not None and base.identity.model == call.spec.model)
     return CheckRecord(
@@ -159,7 +172,7 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
         worst=worst,
         window_index=tuple(sorted(deltas)),
         window_delta=tuple(deltas[i] for i in sorted(deltas)),
-        notes=(IDENTICAL_NOTE,) if identical else (),
+        notes=((IDENTICAL_NOTE,) if identical else ()) + size.notes(call.spec.size, recorded.size),
         recorded=recorded.result.ppl if recorded.result is not None else None,
         regression_tolerance=(None if recorded.status is AgainstRecord.NONE
                               else str(recorded.tolerance) if recorded.tolerance is not None else "off"),
@@ -168,12 +181,80 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
         against_record=_against(recorded, measured, finite, over_record),
         decided_by=decided_by,
         worst_recorded=worst_recorded,
+        window_delta_recorded=tuple(recorded_deltas[i] for i in sorted(recorded_deltas)),
         identical_to_baseline=identical,
         kl=kl if finite else None,
         lm_eval=result.lm_eval,
         kl_budget=kl_budget,
         worst_kl=worst_kl,
+        baseline_params=size.baseline_params,
+        recorded_params=recorded.size.params if recorded.size is not None else None,
+        recorded_nonzero=recorded.size.nonzero if recorded.size is not None else None,
+        recorded_linear_macs=recorded.size.linear_macs if recorded.size is not None else None,
+        size_against_record=size.status,
+        size_tolerance=size.tolerance,
+        size_grew=size.grew,
+        changed_shapes=size.changes[:MAX_SHAPES_KEPT],
+        n_changed_shapes=len(size.changes),
+        keep_at_most=str(call.settings.keep_at_most) if call.settings.keep_at_most is not None else None,
+        keep_limit=size.keep_limit,
     )
+
+
+MAX_SHAPES_KEPT = 20  # changed modules a record keeps (a message names the first few)
+
+
+@dataclass(frozen=True)
+class SizeVerdict:
+    """The size half of a check: against its record (grown beyond the size tolerance fails) and
+    against ``keep_at_most`` (a share of the dense baseline's parameters, or a count)."""
+
+    status: str = ""
+    tolerance: str | None = None
+    grew: tuple[SizeGrowth, ...] = ()
+    changes: tuple[ShapeChange, ...] = ()
+    baseline_params: int | None = None
+    keep_limit: float | None = None
+    over_keep: bool = False
+
+    @classmethod
+    def of(cls, now: SizeFacts | None, recorded: Recorded, settings: Any,
+           base: PerplexityResult | None) -> SizeVerdict:
+        dense = base.size if base is not None and base.size is not None else None
+        if dense is None and base is not None and base.identity is not None:
+            dense = base.identity.size
+        baseline_params = dense.params if dense is not None else None
+        keep = settings.keep_at_most
+        limit = keep.limit(baseline_params) if keep is not None else None
+        over_keep = now is not None and limit is not None and now.params > limit
+        tolerance = settings.size_tolerance
+        if now is None or not recorded.entry or recorded.status is AgainstRecord.RECORDED:
+            return cls(baseline_params=baseline_params, keep_limit=limit, over_keep=over_keep)
+        if recorded.size is None:
+            return cls("not recorded", None, baseline_params=baseline_params, keep_limit=limit, over_keep=over_keep)
+        changes = tuple(ShapeChange(m, old, new) for m, old, new in now.changed_shapes(recorded.size))
+        growth = tuple(SizeGrowth(*g) for g in grew(now, recorded.size, tolerance))
+        old = recorded.size
+        if growth:
+            status = "grew"
+        elif (now.params, now.nonzero, now.linear_macs) == (old.params, old.nonzero, old.linear_macs):
+            status = "same" if not changes else "reshaped"
+        elif now.params <= old.params and now.nonzero <= old.nonzero and now.linear_macs <= old.linear_macs:
+            status = "smaller"
+        else:
+            status = "grew within tolerance"
+        return cls(status, str(tolerance) if tolerance is not None else "off", growth, changes, baseline_params,
+                   limit, over_keep)
+
+    def notes(self, now: SizeFacts | None, recorded: SizeFacts | None) -> tuple[str, ...]:
+        """What a reviewer should know of the size when the verdict does not say it."""
+        if self.status == "not recorded":
+            return ("size not recorded: the record predates size facts; refresh it with --ppl-update-baselines",)
+        if self.status == "smaller" and now is not None and recorded is not None:
+            change = signed(100 * (now.params - recorded.params) / recorded.params, 1)
+            return (f"smaller than recorded: {now.params:,} parameters ({change}%), {now.nonzero:,} non-zero, "
+                    f"{now.linear_macs:,} linear MACs per token",)
+        return ()
 
 
 IDENTICAL_NOTE = "the candidate's weights are identical to the baseline's: pruning changed nothing"
@@ -259,7 +340,68 @@ def failure_message(record: CheckRecord) -> str:
         parts.append(regression_message(record, with_where=not parts))
     if record.kl is not None and record.kl_budget is not None and record.kl.mean > record.kl_budget:
         parts.append(kl_message(record, with_where=not parts))
+    if record.size_grew:
+        parts.append(size_message(record))
+    if record.keep_limit is not None and record.subject.params is not None and \
+            record.subject.params > record.keep_limit:
+        parts.append(keep_message(record))
+    kept = size_line(record)
+    if kept and not (record.size_grew or "keep_at_most" in record.decided_by):
+        parts.append(kept)
     return "\n".join(parts)
+
+
+def size_line(record: CheckRecord) -> str:
+    """``size: 499,068 parameters, 75.8% of the baseline's 658,048``: the other half of the trade-off."""
+    params = record.subject.params
+    if params is None:
+        return ""
+    text = f"size: {params:,} parameters"
+    if record.kept is not None and record.baseline_params is not None:
+        text += f", {100 * record.kept:.1f}% of the baseline's {record.baseline_params:,}"
+    if record.subject.nonzero is not None and record.subject.nonzero != params:
+        text += f" ({record.subject.nonzero:,} non-zero)"
+    return text
+
+
+def size_message(record: CheckRecord) -> str:
+    """A check whose model grew over its record: by how much, and which modules changed shape."""
+    first, *also = record.size_grew
+    text = (f"ppl_check: the pruned model keeps {first.now:,} {first.what}, {_pct_more(first.now, first.recorded)} "
+            f"than recorded ({first.recorded:,})")
+    if also:
+        text += " (and " + ", ".join(f"{g.what} {_pct_more(g.now, g.recorded)}" for g in also) + ")"
+    if record.kept is not None and record.baseline_params is not None:
+        text += f"; it keeps {100 * record.kept:.1f}% of the baseline's {record.baseline_params:,} parameters"
+    if record.n_changed_shapes:
+        shown = ", ".join(f"{c.module} {_shape_text(c.recorded)} → {_shape_text(c.now)}"
+                          for c in record.changed_shapes[:SHOWN_CHANGES])
+        more = record.n_changed_shapes - min(SHOWN_CHANGES, len(record.changed_shapes))
+        text += (f": {record.n_changed_shapes} module{'s' if record.n_changed_shapes != 1 else ''} changed shape, "
+                 f"{shown}{f' and {more} more' if more > 0 else ''}")
+    tolerance = record.size_tolerance
+    text += (f"; the pruning removes less than it did (size tolerance {tolerance}). If that is intended, accept it "
+             "on purpose: run with --ppl-update-baselines and commit the baselines file.")
+    return text
+
+
+def keep_message(record: CheckRecord) -> str:
+    """A check whose model keeps more than ``keep_at_most`` allows."""
+    params, limit = record.subject.params, record.keep_limit
+    assert params is not None and limit is not None
+    share = (f", {100 * record.kept:.1f}% of the baseline's {record.baseline_params:,}"
+             if record.kept is not None and record.baseline_params is not None else "")
+    return (f"ppl_check: the pruned model keeps {params:,} parameters{share}: more than keep_at_most "
+            f"{record.keep_at_most} allows ({limit:,.0f}), by {params - limit:,.0f}; the pruning removes less than "
+            "it should")
+
+
+def _pct_more(now: int, recorded: int) -> str:
+    return f"{100 * (now - recorded) / recorded:.1f}% more" if recorded else "more"
+
+
+def _shape_text(shape: tuple[int, ...] | None) -> str:
+    return "(none)" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def kl_message(record: CheckRecord, *, with_where: bool = True) -> str:

@@ -51,9 +51,12 @@ def zeros_of(dtype: Any) -> Zeros:
 
 def bits_hash(words: Any, zeros: Zeros = Zeros()) -> tuple[int, int]:
     """(64-bit hash, zero elements) of a 1-D int32 tensor (a tensor's bytes as words), computed
-    where it lives.  While the Triton kernel is still compiling in the background
-    (``prewarm``), the torch fallback gives the same numbers."""
-    if words.is_cuda and _triton_available() and (_WARMING is None or not _WARMING.is_alive()):
+    where it lives: by the Triton kernel on CUDA (waiting for ``prewarm`` if it is still
+    compiling: the torch fallback reads a 7B model's weights in half a second), elsewhere
+    by the torch fallback, which gives the same numbers."""
+    if words.is_cuda and _triton_available():
+        if _WARMING is not None and _WARMING.is_alive():
+            _WARMING.join()
         return _triton_hash(words, zeros)
     return _torch_hash(words, zeros)
 
@@ -83,8 +86,10 @@ def prewarm(device: str) -> None:
     def warm() -> None:
         import torch
 
-        try:
-            _triton_hash(torch.zeros(1, dtype=torch.int32, device=device))
+        try:  # the variants a model's weights use: buffers, 16-bit and 32-bit floats, 8-bit ints
+            for dtype in (None, torch.bfloat16, torch.float32, torch.int8):
+                _triton_hash(torch.zeros(1, dtype=torch.int32, device=device),
+                             zeros_of(dtype) if dtype is not None else Zeros())
         except Exception:  # noqa: BLE001 - a failed warm-up only means the first call compiles
             pass
 
@@ -157,12 +162,12 @@ def _build() -> Any:
         y = tl.where(inside, y, zero)
         tl.store(out_ptr + 3 * pid, tl.sum(x, axis=0).to(tl.int64))
         tl.store(out_ptr + 3 * pid + 1, tl.sum(y, axis=0).to(tl.int64))
-        if PER_WORD > 0:  # zero elements, in the same pass
-            zeros = tl.zeros_like(idx)
-            for k in tl.static_range(PER_WORD):
-                part = (w >> (k * (32 // PER_WORD))) & MASK
-                zeros += tl.where(inside & (part == 0), 1, 0).to(tl.int64)
-            tl.store(out_ptr + 3 * pid + 2, tl.sum(zeros, axis=0))
+        if PER_WORD > 0:  # zero elements, in the same pass (the padding's zeros are taken off on the host)
+            zeros = (w & MASK) == 0
+            count = zeros.to(tl.int32)
+            for k in tl.static_range(1, PER_WORD):
+                count += ((w >> (k * (32 // PER_WORD))) & MASK) == 0
+            tl.store(out_ptr + 3 * pid + 2, tl.sum(count, axis=0).to(tl.int64))
         else:
             tl.store(out_ptr + 3 * pid + 2, tl.zeros_like(pid))
 
@@ -183,4 +188,5 @@ def _triton_hash(words: Any, zeros: Zeros = Zeros()) -> tuple[int, int]:
     _KERNEL[(blocks,)](words, partial, n, POSITION, HIGH, SEED, FMIX1, FMIX2, SECOND, zeros.per_word, zeros.mask,
                        BLOCK=BLOCK, num_warps=8)
     sums = partial.view(blocks, 3).sum(dim=0).tolist()
-    return _combine(sums[0], sums[1]), int(sums[2])
+    padding = (blocks * BLOCK - n) * zeros.per_word  # loaded as 0: every element of them counted
+    return _combine(sums[0], sums[1]), int(sums[2]) - padding

@@ -55,6 +55,8 @@ class MeasurementSpec:
     n_windows_total: int = field(default=0, compare=False)
     # Why the model's function could not be pinned down (a hook of unknown kind): measured, never served.
     unpinned: str = field(default="", compare=False)
+    # What the model keeps (``size_facts.SizeFacts``): counted from the live model, not part of the key.
+    size: Any = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -110,11 +112,18 @@ class MeasurementSpec:
                                             if _ENTRY_NAME.get(n, n) in entry})
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["size"] = self.size.to_json() if self.size is not None else None
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MeasurementSpec:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+        if values.get("size") is not None:
+            from .size_facts import SizeFacts
+
+            values["size"] = SizeFacts.from_json(values["size"])
+        return cls(**values)
 
 
 _KEYED = tuple(f.name for f in dataclasses.fields(MeasurementSpec) if f.compare)

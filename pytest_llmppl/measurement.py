@@ -151,9 +151,11 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
         runtime = describe(model, prepared.seqlen, allow_long=True)
     where = runtime.input_device if device is None or getattr(model, "hf_device_map", None) else device
     versions = software_versions()
-    fingerprint, unpinned = function_fingerprint(model)
+    from .model_identity import model_identity
+
+    found = model_identity(model)
     return MeasurementSpec(
-        model=fingerprint,
+        model=found.digest,
         tokenizer=prepared.tokenizer_fp,
         corpus=prepared.corpus.fingerprint,
         seqlen=prepared.seqlen,
@@ -167,7 +169,8 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
         transformers=versions["transformers"],
         corpus_name=prepared.corpus.name,
         n_windows_total=prepared.n_windows_total if tokens or prepared.max_windows else 0,
-        unpinned=unpinned,
+        unpinned=found.unpinned,
+        size=found.size,
     )
 
 
@@ -234,4 +237,12 @@ def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str
         topk=out.topk,
         divergence=out.divergence,
         identity=identity,
+        size=identity.size if identity is not None and identity.size is not None else _size(model),
     )
+
+
+def _size(model: Any) -> Any:
+    from .model_identity import unwrap_compiled
+    from .size_facts import size_facts
+
+    return size_facts(unwrap_compiled(model))

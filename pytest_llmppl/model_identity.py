@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import ModelError
 from .fingerprint import digest
+from .size_facts import SizeFacts, size_facts
 from .value_description import PLAIN as _PLAIN
 from .value_description import Describer, Unpinned, describe_config
 
@@ -52,20 +53,25 @@ NEUTRAL = frozenset({
 @dataclass(frozen=True)
 class ModelIdentity:
     """``digest`` of the model's function; ``unpinned`` says why it could not be pinned down
-    (the digest is then unique to this call, so nothing is ever served for it)."""
+    (the digest is then unique to this call, so nothing is ever served for it); ``size``:
+    what the model keeps, counted in the same pass over its weights."""
 
     digest: str
     unpinned: str = ""
+    size: SizeFacts | None = None
 
 
 def model_identity(model: Any) -> ModelIdentity:
-    """The digest of everything ``model``'s forward reads."""
+    """The digest of everything ``model``'s forward reads, and its size facts."""
     model = unwrap_compiled(model)
+    zeros: dict[str, int] = {}
+    weights = weights_description(model, zeros)
+    size = size_facts(model, zeros)
     try:
-        return ModelIdentity(digest("model", IDENTITY_VERSION, type(model).__name__, _config(model),
-                                    weights_description(model), _tree(model)))
+        return ModelIdentity(digest("model", IDENTITY_VERSION, type(model).__name__, _config(model), weights,
+                                    _tree(model)), size=size)
     except Unpinned as exc:
-        return ModelIdentity(digest("unpinned", uuid.uuid4().hex), f"not served: {exc}")
+        return ModelIdentity(digest("unpinned", uuid.uuid4().hex), f"not served: {exc}", size)
 
 
 def unwrap_compiled(model: Any) -> Any:
@@ -83,14 +89,24 @@ def _config(model: Any) -> dict[str, Any]:
     return describe_config(config) if config is not None and hasattr(config, "to_dict") else {}
 
 
-def weights_description(model: Any) -> list[Any]:
+def weights_description(model: Any, zeros: dict[str, int] | None = None) -> list[Any]:
     """Every tensor the modules register, by name: the state dict (whose values a quantized
-    module packs into tuples) and the non-persistent buffers it leaves out."""
+    module packs into tuples) and the non-persistent buffers it leaves out.  ``zeros`` gets
+    each parameter's zero elements, counted in the same pass."""
+    from .fingerprint import hash_and_zeros
+
     describe = Describer()
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)} if zeros is not None else set()
     items = []
     for name, value in model_tensors(model):
-        if hasattr(value, "shape"):
-            items.append([name, list(value.shape), str(value.dtype), describe.tensor(value)[3]])
+        if getattr(value, "is_meta", False):
+            describe.tensor(value)  # raises Unpinned: no values to compare
+        if hasattr(value, "shape") and hasattr(value, "dtype"):
+            counted = name in params
+            fingerprint, n_zeros = hash_and_zeros(value, count=counted)
+            if counted and zeros is not None:
+                zeros[name] = n_zeros
+            items.append([name, list(value.shape), str(value.dtype), fingerprint])
         else:
             items.append([name, describe(value)])
     return items
@@ -122,7 +138,7 @@ def _tree(model: Any) -> list[Any]:
     """Each module's class and attributes, with its hooks; torch's global hooks last."""
     from torch.nn.modules import module as nn_module
 
-    tree = list(model.named_modules())
+    tree = _modules(model)
     names = {id(m): n for n, m in tree}
     describe = Describer(module_ref=names.get, config=getattr(model, "config", None))
     describe.module = lambda m, depth, seen: ["detached", _module(m, "", describe, depth, seen, whole=True)]
@@ -136,13 +152,30 @@ def _tree(model: Any) -> list[Any]:
     return out
 
 
+def _modules(model: Any) -> list[tuple[str, Any]]:
+    """``named_modules()`` (each module once, parents first), without its generator per level."""
+    out: list[tuple[str, Any]] = []
+    seen: set[int] = set()
+    stack = [("", model)]
+    while stack:
+        name, module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        out.append((name, module))
+        children = [(f"{name}.{k}" if name else k, c) for k, c in module._modules.items() if c is not None]
+        stack.extend(reversed(children))
+    return out
+
+
 def _module(module: Any, name: str, describe: Describer, depth: int = 0, seen: frozenset[int] = frozenset(),
             whole: bool = False) -> list[Any]:
     """One module: class, attributes by value and hooks (``whole``: also its tensors and
     children, for a module that is not in the model's tree but is read by it)."""
     own = vars(module)
+    names = _described(tuple(own), "_hf_hook" in own and _accelerate_dispatch(module))
     attrs: list[Any] = []
-    for attr in _described(tuple(own), "_hf_hook" in own and _accelerate_dispatch(module)):
+    for attr in names:
         value = own[attr]
         kind = type(value)
         if kind in _PLAIN:  # most attributes: inline, no call, one string
@@ -154,7 +187,8 @@ def _module(module: Any, name: str, describe: Describer, depth: int = 0, seen: f
             raise _unpinned(f"module {name or type(module).__name__!r} attribute {attr!r}", exc) from None
     hooks = []
     for attr, flags in zip(_HOOKS, (_HOOK_FLAGS[0], _HOOK_FLAGS[1])):
-        for hook_id, hook in own[attr].items() if attr in own else ():
+        registered = own.get(attr)
+        for hook_id, hook in registered.items() if registered else ():
             kinds = [f for f in (flags, _HOOK_FLAGS[2]) if hook_id in own.get(f, ())]
             try:
                 hooks.append([attr, kinds, describe(hook, depth, seen)])

@@ -49,6 +49,13 @@ class PerplexityResult:
     divergence: Any = field(default=None, compare=False, repr=False)
     # The measurement's identity, when the plugin measured it (``identity.MeasurementSpec``).
     identity: Any = field(default=None, compare=False, repr=False)
+    # What the model keeps (``size_facts.SizeFacts``: parameters, non-zeros, linear MACs, shapes).
+    size: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def params(self) -> int | None:
+        """The model's parameter count (None when unknown)."""
+        return self.size.params if self.size is not None else None
 
     def __float__(self) -> float:
         return float(self.ppl)
@@ -96,7 +103,7 @@ class PerplexityResult:
         """JSON-safe dict (``json.dumps(..., allow_nan=False)`` accepts it): a non-finite ppl or
         window NLL becomes null, with ``finite: false``; top-1 arrays are left out."""
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
-                                if f.name not in ("top1", "topk", "divergence", "identity")}
+                                if f.name not in ("top1", "topk", "divergence", "identity", "size")}
         data["window_index"] = list(self.window_index)
         data["window_nll"] = [_json_float(x) for x in self.window_nll]
         data["window_weight"] = list(self.window_weight)
@@ -108,6 +115,7 @@ class PerplexityResult:
         data["subset"] = self.subset
         if self.identity is not None:
             data["identity"] = self.identity.to_json()
+        data["size"] = self.size.to_json() if self.size is not None else None
         return data
 
     def __str__(self) -> str:

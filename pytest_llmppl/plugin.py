@@ -15,7 +15,18 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import LLMPPLError
-from .settings import OPTIONS, Budget, option_flag, origins, parse_budget, parse_kl_budget, parse_tolerance, resolve
+from .settings import (
+    OPTIONS,
+    Budget,
+    option_flag,
+    origins,
+    parse_budget,
+    parse_keep_at_most,
+    parse_kl_budget,
+    parse_size_tolerance,
+    parse_tolerance,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from .session import PPLSession
@@ -38,6 +49,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ppl_budget(value): the perplexity budget for this test (2.0 or '5%')")
     config.addinivalue_line("markers", "ppl_regression_tolerance(value): how much worse than its recorded result "
                                        "a check of this test may get (0.5, '1%' or 'off')")
+    config.addinivalue_line("markers", "ppl_size_tolerance(value): how much a check's model of this test may grow "
+                                       "over its recorded size (1000 parameters, '2%' or 'off')")
+    config.addinivalue_line("markers", "ppl_keep_at_most(value): the most of the dense baseline's parameters a "
+                                       "check's model of this test may keep ('80%' or a count)")
     config.addinivalue_line("markers", "ppl_kl_budget(value): the largest mean KL divergence from the dense model "
                                        "a check of this test may have (nats per token, e.g. 0.05, or 'off')")
     try:
@@ -119,8 +134,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 # The markers and how their one value is checked (at collection, before any model loads).
 MARKERS = {"ppl_budget": (parse_budget, "2.0 or '5%'"),
            "ppl_regression_tolerance": (parse_tolerance, "0.5, '1%' or 'off'"),
+           "ppl_size_tolerance": (parse_size_tolerance, "1000, '2%' or 'off'"),
+           "ppl_keep_at_most": (parse_keep_at_most, "'80%' or 500000"),
            "ppl_kl_budget": (parse_kl_budget, "0.05 or 'off'")}
-MARKED_OVERRIDES = ("regression_tolerance", "kl_budget")  # a marker ppl_<name> is a per-call default
+# a marker ppl_<name> is a per-call default
+MARKED_OVERRIDES = ("regression_tolerance", "size_tolerance", "keep_at_most", "kl_budget")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -94,6 +94,29 @@ def _has_kl(records: list[Record]) -> bool:
     return any(isinstance(r, CheckRecord) and (r.kl is not None or r.kl_budget is not None) for r in records)
 
 
+def count_text(n: float) -> str:
+    """``0.50M``, ``6.74B``: parameter counts at a glance."""
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
+def _params(r: Record) -> str:
+    """The model's parameters and, for a check, the share of the dense baseline's it keeps; a
+    size guard's failure or a size not recorded says so."""
+    if r.subject.params is None:
+        return ""
+    text = count_text(r.subject.params)
+    if isinstance(r, CheckRecord):
+        if r.kept is not None:
+            text += f" ({100 * r.kept:.0f}%)"
+        if r.size_grew:
+            text += " grew"
+    return text
+
+
+def _has_params(records: list[Record]) -> bool:
+    return any(r.subject.params is not None for r in records)
+
+
 def _baseline(r: Record) -> str:
     if isinstance(r, CheckRecord):
         return _num(r.baseline)
@@ -159,6 +182,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Δ", _delta, numeric=True),
     Column("recorded", _recorded, numeric=True, shown=_has_records),
     Column("vs recorded", _vs_recorded, numeric=True, shown=_has_records),
+    Column("params", _params, numeric=True, shown=_has_params),
     Column("top-1", _top1, numeric=True),
     Column("KL", _kl, numeric=True, shown=_has_kl),
     Column("budget", lambda r: r.budget if isinstance(r, CheckRecord) else "", numeric=True),
@@ -269,6 +293,9 @@ def markdown(records: list[Record], header: str = "", outcomes: dict[str, int] |
             shown.append(cell(value))
         lines.append("| " + " | ".join(shown) + " |")
     lines += ["", _footer(records, outcomes or {})]
+    notes = [(r.subject.test, note) for r in rows for note in r.notes if not note.startswith("waited")]
+    if notes:
+        lines += ["", "Notes:", *(f"- `{test}`: {cell(note)}" for test, note in notes)]
     charted: set[tuple[str, str, tuple[float | None, ...]]] = set()
     failing = [r for r in records if isinstance(r, CheckRecord) and r.verdict is not Verdict.PASS]
     for r in failing[:MAX_CHARTS]:
@@ -287,7 +314,7 @@ def _threshold(r: Record) -> str:
         return ""
     text = _num(r.threshold)
     if r.regression_threshold is not None:
-        text += f" / {_num(r.regression_threshold)}"
+        text = f"{text} (budget) / {_num(r.regression_threshold)} (record)"
     return text
 
 
@@ -296,8 +323,8 @@ MD_COLUMNS: tuple[Column, ...] = (
     Column("verdict", _kind),
     _BY_HEADER["test"], _BY_HEADER["measured"],
     Column("threshold", _threshold, numeric=True),
-    *(_BY_HEADER[h] for h in ("baseline", "Δ", "recorded", "vs recorded", "top-1", "KL", "budget", "model", "id",
-                              "corpus", "protocol", "seqlen", "source", "seconds")),
+    *(_BY_HEADER[h] for h in ("baseline", "Δ", "recorded", "vs recorded", "params", "top-1", "KL", "budget",
+                              "model", "id", "corpus", "protocol", "seqlen", "source", "seconds")),
 )
 
 
@@ -311,21 +338,39 @@ def _details(r: CheckRecord, charted: set[tuple[str, str, tuple[float | None, ..
     lines = [f"<details open><summary><code>{r.subject.test}</code>: {_kind(r)}"
              f"{': where it got worse: ' + worst if worst else ''}</summary>", "", "```text",
              failure_message(r), "```", ""]
-    key = (r.subject.model_id, r.baseline_model_id, r.window_delta)
-    if key not in charted:
+    against, deltas = _charted_comparison(r)
+    key = (r.subject.model_id, against, deltas)
+    if not deltas:
+        pass  # failed on size or KL alone: no perplexity to chart
+    elif key not in charted:
         charted.add(key)
-        lines += _chart(r)
+        lines += _chart(r, against, deltas)
     else:
-        lines += ["(the same model against the same baseline as a chart above)", ""]
+        lines += [f"(the same model against the same {against} as a chart above)", ""]
     return [*lines, "</details>"]
+
+
+def _charted_comparison(r: CheckRecord) -> tuple[str, tuple[float | None, ...]]:
+    """What a failing check's chart compares: the baseline when the budget failed, else the
+    record when the regression guard did (nothing when neither did)."""
+    if "budget" in r.decided_by or r.verdict is Verdict.NOT_FINITE:
+        return "baseline", r.window_delta
+    if "regression" in r.decided_by:
+        return "record", r.window_delta_recorded
+    return "", ()
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 baseline``, ``2 baselines``, ``0 numbers``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _footer(records: list[Record], outcomes: dict[str, int]) -> str:
     c = summary_counts(records)
     tests = ", ".join(f"{n} {k}" for k, n in outcomes.items() if n)
     ours = (f"checks: {c['pass']} pass, {c['fail']} fail, {c['nan']} not finite; "
-            f"{c['baseline']} baselines ({c['baseline_measured']} measured); "
-            f"{c['served_without_forward']} numbers served without a forward.")
+            f"{plural(c['baseline'], 'baseline')} ({c['baseline_measured']} measured); "
+            f"{plural(c['served_without_forward'], 'number')} served without a forward.")
     return (f"pytest: {tests}. " if tests else "") + ours
 
 
@@ -351,15 +396,16 @@ def chart_bins(window_index: tuple[int, ...], deltas: list[float]) -> tuple[list
     return starts, means, size
 
 
-def _chart(r: CheckRecord) -> list[str]:
+def _chart(r: CheckRecord, against: str, window_delta: tuple[float | None, ...]) -> list[str]:
     """Mermaid ``xychart-beta`` of the ΔNLL per token along the corpus: a bar per window (or per
     bin of windows, averaged, when there are many; the axis says so), a few axis labels, bars
     below zero where the candidate got better, and a title that fits (the test id is in the
     ``<summary>`` line above)."""
-    values = [0.0 if d is None or not math.isfinite(d) else d for d in r.window_delta]
+    values = [0.0 if d is None or not math.isfinite(d) else d for d in window_delta]
     if not values:
         return []
-    starts, means, size = chart_bins(r.window_index, values)
+    index = r.window_index if len(r.window_index) == len(values) else tuple(range(len(values)))
+    starts, means, size = chart_bins(index, values)
     lo, hi = min(0.0, *means), max(0.0, *means)
     pad = 0.05 * (hi - lo) or 1e-3
     lo, hi = (lo - pad if lo < 0 else 0.0), hi + pad
@@ -377,7 +423,7 @@ def _chart(r: CheckRecord) -> list[str]:
         "```mermaid",
         CHART_INIT,
         "xychart-beta",
-        '    title "ΔNLL per window vs baseline"',
+        f'    title "ΔNLL per window vs {against}"',
         axis,
         f'    y-axis "ΔNLL (nats/token)" {lo:.4f} --> {hi:.4f}',
         f"    bar {series([max(0.0, m) for m in means])}",

@@ -65,6 +65,9 @@ class Subject:
     device: str
     dtype: str
     unpinned: str = ""  # what kept this model's function from being identified: measured, never served
+    params: int | None = None       # the model's parameters (size_facts), all of them
+    nonzero: int | None = None      # its non-zero parameters (what unstructured pruning removes)
+    linear_macs: int | None = None  # its linear layers' multiply-accumulates per token
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,24 @@ class WindowLoss:
     delta_nll: float
     heading: str
     snippet: str
+
+
+@dataclass(frozen=True)
+class ShapeChange:
+    """A module whose weight shape differs from the record (None: the module is new or gone)."""
+
+    module: str
+    recorded: tuple[int, ...] | None
+    now: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class SizeGrowth:
+    """A size count that grew beyond the size tolerance: parameters, non-zeros or linear MACs."""
+
+    what: str
+    recorded: int
+    now: int
 
 
 @dataclass(frozen=True)
@@ -138,14 +159,33 @@ class CheckRecord:
     regression_threshold: float | None = None     # recorded + tolerance
     recorded_paired: PairedDelta | None = None    # paired Δ against the recorded per-window NLLs
     against_record: AgainstRecord = AgainstRecord.NONE
-    decided_by: str = "budget"                    # budget | regression | both
+    decided_by: str = ""                          # a failure's comparisons: budget+regression+kl+size+keep_at_most
     worst_recorded: tuple[WindowLoss, ...] = ()   # where it lost most against the recorded candidate
+    window_delta_recorded: tuple[float | None, ...] = ()  # ΔNLL per token against the record, when it failed
     identical_to_baseline: bool = False           # candidate weights == baseline weights: pruning did nothing
     # The divergence from the dense model, token by token (llama.cpp's statistics), and its budget.
     kl: KLDivergence | None = None
     kl_budget: float | None = None                # nats per token; None = off
     worst_kl: tuple[WindowLoss, ...] = ()         # where the divergence is highest, when over the KL budget
     lm_eval: LMEvalMetrics | None = None          # word/byte perplexity, bits per byte (--ppl-protocol=lm-eval)
+    # The size half of the trade-off: against the dense baseline, the record and keep_at_most.
+    baseline_params: int | None = None            # the dense baseline model's parameters
+    recorded_params: int | None = None            # what the record kept (None: no record, or recorded before 0.4)
+    recorded_nonzero: int | None = None
+    recorded_linear_macs: int | None = None
+    size_against_record: str = ""                 # same | smaller | grew | reshaped | not recorded | ""
+    size_tolerance: str | None = None             # "0", "2%" or "off"; None when not compared
+    size_grew: tuple[SizeGrowth, ...] = ()        # the counts that grew beyond the size tolerance
+    changed_shapes: tuple[ShapeChange, ...] = ()  # the first modules whose weight shape differs from the record
+    n_changed_shapes: int = 0
+    keep_at_most: str | None = None               # "80%" or a count; None: off
+    keep_limit: float | None = None               # the parameter count keep_at_most allows
+
+    @property
+    def kept(self) -> float | None:
+        """The share of the dense baseline's parameters the candidate keeps."""
+        p = self.subject.params
+        return p / self.baseline_params if p is not None and self.baseline_params else None
 
     @property
     def relative_budget(self) -> bool:
@@ -213,6 +253,7 @@ def to_json(record: Record) -> dict[str, Any]:
         out["delta_recorded"] = _plain(record.delta_recorded)
         out["delta_recorded_pct"] = _plain(record.delta_recorded_pct)
         out["delta_recorded_se"] = _plain(record.delta_recorded_se)
+        out["kept"] = _plain(record.kept)
     return out
 
 
@@ -252,9 +293,17 @@ def _typed(name: str, value: Any) -> Any:
         return EarlyInfo(**value)
     if name in ("worst", "worst_recorded", "worst_kl"):
         return tuple(WindowLoss(**w) for w in value)
-    if name in ("notes", "window_index", "window_delta"):
+    if name == "size_grew":
+        return tuple(SizeGrowth(**g) for g in value)
+    if name == "changed_shapes":
+        return tuple(ShapeChange(c["module"], _shape(c["recorded"]), _shape(c["now"])) for c in value)
+    if name in ("notes", "window_index", "window_delta", "window_delta_recorded"):
         return tuple(value)
     return value
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    return tuple(value) if value is not None else None
 
 
 def _plain(value: Any) -> Any:

@@ -116,7 +116,18 @@ def result_from_entry(entry: dict[str, Any], *, top1: dict[int, Any] | None = No
         seconds=float(entry.get("seconds") or 0.0), device=entry["device"], dtype=entry["dtype"],
         batch_size=int(entry.get("batch_size") or 1), head_path=entry.get("head_path", "full"),
         top1=top1, topk=topk, identity=identity, lm_eval=_lm_eval(entry.get("lm_eval")),
+        size=_size(entry.get("size")),
     )
+
+
+def _size(value: Any) -> Any:
+    """The size facts an entry recorded (None for an entry made before 0.4)."""
+    from .size_facts import validate_size
+
+    try:
+        return validate_size(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _lm_eval(value: Any) -> Any:

@@ -129,10 +129,14 @@ class Call:
 
     def subject(self, test: str, result: PerplexityResult | None = None) -> Subject:
         s, r = self.spec, result
+        size = s.size
         return Subject(test=test, model=self.model_name, model_id=s.model_id, corpus=s.corpus_name,
                        seqlen=s.seqlen, protocol=s.protocol, stride=s.stride,
                        n_windows=r.n_windows if r is not None else s.n_windows, n_windows_total=s.n_windows_total,
-                       device=s.device_type, dtype=s.dtype, unpinned=s.unpinned)
+                       device=s.device_type, dtype=s.dtype, unpinned=s.unpinned,
+                       params=size.params if size is not None else None,
+                       nonzero=size.nonzero if size is not None else None,
+                       linear_macs=size.linear_macs if size is not None else None)
 
 
 @dataclass
@@ -266,8 +270,10 @@ class PPLSession:
         if baseline or not self.settings.remeasure:
             found, notes = self._from_file(call, test, baseline=baseline)
             if found is not None:
-                return found, Source.FILE, notes
+                return dataclasses.replace(found, size=call.spec.size), Source.FILE, notes
         found, source = self._served(call, fresh_only=self._updating)
+        if found is not None:
+            found = dataclasses.replace(found, size=call.spec.size)  # this very model: its size, counted now
         return found, source, ()
 
     @property
@@ -510,9 +516,10 @@ class PPLSession:
             return NO_RECORD
         if self.settings.update_baselines:
             return Recorded(None, tolerance, AgainstRecord.RECORDED)
-        if tolerance is None:
-            return Recorded(None, None, AgainstRecord.OFF)
         entry = self.file.recorded_check(test, index)
+        if tolerance is None:  # the PPL comparison is off; the size guard is not
+            return Recorded(None, None, AgainstRecord.OFF, entry=entry is not None,
+                            size=recorded_size(entry) if entry is not None else None)
         if entry is None:
             if self.settings.strict:
                 raise PPLFailure(self._missing_record_message(call, test, index))
@@ -528,9 +535,10 @@ class PPLSession:
             if self.settings.strict:
                 raise PPLFailure(msg + " (--ppl-strict): record it again with --ppl-update-baselines on this runner.")
             warn_at_user(msg + "; record it again with --ppl-update-baselines.", RecordMismatchWarning)
-            return Recorded(None, tolerance, AgainstRecord.NOT_COMPARED)
+            return Recorded(None, tolerance, AgainstRecord.NOT_COMPARED, entry=True, size=recorded_size(entry))
         return Recorded(entry_result(entry, call.identity), tolerance, AgainstRecord.WITHIN,
-                        same_weights=entry.get("model_fingerprint") == call.identity.model)
+                        same_weights=entry.get("model_fingerprint") == call.identity.model, entry=True,
+                        size=recorded_size(entry))
 
     def _missing_record_message(self, call: Call, test: str, index: int) -> str:
         assert self.file is not None
@@ -730,6 +738,13 @@ def _unpack_baseline(baseline: Any) -> tuple[PerplexityResult | None, Source, fl
             "baseline must be what ppl_baseline returned, a PerplexityResult or a number, "
             f"not {type(baseline).__name__}"
         ) from None
+
+
+def recorded_size(entry: dict[str, Any]) -> Any:
+    """The size facts a committed entry recorded (None before 0.4; validated on load)."""
+    from .size_facts import SizeFacts
+
+    return SizeFacts.from_json(entry["size"]) if isinstance(entry.get("size"), dict) else None
 
 
 def record_settings(spec: MeasurementSpec) -> dict[str, Any]:

@@ -79,6 +79,60 @@ def parse_tolerance(raw: Any) -> Budget | None:
         ) from None
 
 
+def parse_size_tolerance(raw: Any) -> Budget | None:
+    """How much a check's model may grow over its recorded size: a parameter count (``0``, the
+    default: not at all), a share (``2%``), or ``off``."""
+    if raw is None or isinstance(raw, Budget):
+        return raw
+    if str(raw).strip().lower() in OFF:
+        return None
+    try:
+        return parse_budget(raw)
+    except SettingsError:
+        raise SettingsError(
+            f"invalid size tolerance {raw!r}: use a number of parameters like 1000, a share like 2%, or off"
+        ) from None
+
+
+@dataclass(frozen=True)
+class KeepAtMost:
+    """The most a pruned model may keep: a share of the dense baseline's parameters or a count."""
+
+    value: float
+    relative: bool = True
+
+    def limit(self, dense_params: int | None) -> float | None:
+        """The largest parameter count allowed (None: a share with no dense count to take it of)."""
+        if not self.relative:
+            return self.value
+        return dense_params * self.value / 100 if dense_params else None
+
+    def __str__(self) -> str:
+        return f"{self.value:g}%" if self.relative else f"{self.value:,.0f}"
+
+
+def parse_keep_at_most(raw: Any) -> KeepAtMost | None:
+    """``80%`` (a share of the dense baseline's parameters), ``500000`` or ``6.5e9`` (a count), or
+    ``off``; a bare number below 1 is refused (``0.8``: write ``80%``)."""
+    if raw is None or isinstance(raw, KeepAtMost):
+        return raw
+    text = str(raw).strip().replace(",", "").replace("_", "")
+    if text.lower() in OFF:
+        return None
+    relative = text.endswith("%")
+    try:
+        value = float(text[:-1] if relative else text)
+    except ValueError:
+        value = math.nan
+    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0 or (relative and value > 100):
+        raise SettingsError(f"invalid keep_at_most {raw!r}: use a share of the dense model's parameters like 80%, "
+                            "a parameter count like 500000, or off")
+    if not relative and value < 1:
+        raise SettingsError(f"invalid keep_at_most {raw!r}: a bare number is a parameter count; for a share of "
+                            f"the dense model's parameters write {100 * value:g}%")
+    return KeepAtMost(value, relative)
+
+
 def parse_kl_budget(raw: Any) -> float | None:
     """The KL budget: a mean KL divergence in nats per token (``0.05``), or ``off`` (None)."""
     if raw is None or str(raw).strip().lower() in OFF:
@@ -182,6 +236,14 @@ class Settings:
         parse_tolerance(DEFAULT_REGRESSION_TOLERANCE), parse_tolerance,
         "how much worse than its recorded result in --ppl-baselines a check may get: absolute (0.5), "
         "relative (1%%) or off (default 1%%)", per_call=True)
+    size_tolerance: Budget | None = setting(
+        Budget(0.0), parse_size_tolerance,
+        "how much a check's model may grow over its recorded size (parameters, non-zeros, linear MACs): a count "
+        "(1000), a share (2%%) or off (default 0: not at all)", per_call=True)
+    keep_at_most: KeepAtMost | None = setting(
+        None, parse_keep_at_most,
+        "fail a check whose model keeps more than this of the dense baseline's parameters: a share (80%%) or a "
+        "count (default: off)", per_call=True)
     kl_budget: float | None = setting(
         None, parse_kl_budget,
         "fail a check whose mean KL divergence from the dense model (nats per token, as llama.cpp reports it) "
@@ -273,6 +335,10 @@ class Settings:
             parts.append(f"regression_tolerance={self.regression_tolerance or 'off'}")
         if self.kl_budget is not None:
             parts.append(f"kl_budget={self.kl_budget:g}")
+        if self.baselines and self.size_tolerance != Budget(0.0):
+            parts.append(f"size_tolerance={self.size_tolerance or 'off'}")
+        if self.keep_at_most is not None:
+            parts.append(f"keep_at_most={self.keep_at_most}")
         flags = {"cache=off": self.no_cache, "remeasure": self.remeasure,
                  f"early_stop@{self.confidence:g}": self.early_stop}
         parts += [text for text, on in flags.items() if on]
@@ -287,13 +353,18 @@ class Settings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Budget) else value
-        if self.regression_tolerance is None:
-            out["regression_tolerance"] = "off"
+            out[f.name] = str(value) if isinstance(value, (Budget, KeepAtMost)) else value
+        for name in ("regression_tolerance", "size_tolerance"):
+            if getattr(self, name) is None:
+                out[name] = "off"
         return out
 
 
 OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(Settings)}
+
+
+# A check's settings, not an evaluation's: the command line's eval leaves them out.
+CHECK_ONLY = ("early_stop", "confidence", "regression_tolerance", "size_tolerance", "keep_at_most", "kl_budget")
 
 
 def per_call_names() -> tuple[str, ...]:

@@ -69,7 +69,8 @@ def test_cli_takes_its_evaluation_options_from_the_same_table():
     from pytest_llmppl.cli import CLI_SETTINGS, build_parser
     from pytest_llmppl.settings import per_call_names
 
-    checks_only = {"early_stop", "confidence", "regression_tolerance", "kl_budget"}  # a check's, not an evaluation's
+    checks_only = {"early_stop", "confidence", "regression_tolerance", "size_tolerance", "keep_at_most",
+                   "kl_budget"}  # a check's, not an evaluation's
     assert set(CLI_SETTINGS) == set(per_call_names()) - checks_only
     args = build_parser().parse_args(["eval", "--model", "m", "--max-windows", "3", "--dtype", "bfloat16"])
     assert args.max_windows == "3" and args.dtype == "bfloat16" and args.load_dtype == "auto"
