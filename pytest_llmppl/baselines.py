@@ -67,10 +67,27 @@ def entry_for(result: PerplexityResult, spec: MeasurementSpec, *, test: str, mod
 
 
 def relative_name(name: str, file_dir: Path) -> str:
-    """A path as seen from the file's folder (POSIX separators); a name (hub id, corpus) as is."""
+    """A path as seen from the file's folder (POSIX separators); a name (hub id, corpus) as is.
+    A committed file never holds a path outside its repository: a model in the Hugging Face
+    cache is named by its hub id, anything else outside by its folder's or file's name."""
     if not name or not (os.path.isabs(name) or os.path.exists(name)):
         return name
-    return Path(os.path.relpath(os.path.abspath(name), file_dir)).as_posix()
+    path = Path(os.path.abspath(name))
+    hub = [part for part in path.parts if part.startswith(("models--", "datasets--"))]
+    if hub:
+        return hub[-1].split("--", 1)[1].replace("--", "/")
+    root = _repository_root(file_dir)
+    if root is not None and root != path and root not in path.parents:
+        return path.name
+    return Path(os.path.relpath(path, file_dir)).as_posix()
+
+
+def _repository_root(folder: Path) -> Path | None:
+    """The git work tree holding ``folder`` (None outside one)."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
 
 
 def entry_result(entry: dict[str, Any], spec: MeasurementSpec) -> PerplexityResult:

@@ -172,7 +172,8 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
         worst=worst,
         window_index=tuple(sorted(deltas)),
         window_delta=tuple(deltas[i] for i in sorted(deltas)),
-        notes=((IDENTICAL_NOTE,) if identical else ()) + size.notes(call.spec.size, recorded.size),
+        notes=((IDENTICAL_NOTE,) if identical else ()) + size.notes(call.spec.size, recorded.size)
+        + _dense_notes(base, base_source, finite, _top1(base, result) if finite else None, kl),
         recorded=recorded.result.ppl if recorded.result is not None else None,
         regression_tolerance=(None if recorded.status is AgainstRecord.NONE
                               else str(recorded.tolerance) if recorded.tolerance is not None else "off"),
@@ -258,6 +259,17 @@ class SizeVerdict:
 
 
 IDENTICAL_NOTE = "the candidate's weights are identical to the baseline's: pruning changed nothing"
+
+
+def _dense_notes(base: PerplexityResult | None, base_source: Source, finite: bool, top1: Any,
+                 kl: Any) -> tuple[str, ...]:
+    """Why a row's top-1 or KL cell is empty when the baseline came from the committed file: the
+    dense model's distribution is kept in the local store, not in the file."""
+    missing = [name for name, value in (("top-1", top1), ("KL", kl)) if value is None]
+    if base is None or not finite or not missing or base_source is not Source.FILE:
+        return ()
+    return (f"{' and '.join(missing)} not measured: dense top-k not on this runner (the committed file does not "
+            "keep the dense model's distribution; the local store does, and a KL budget measures it)",)
 
 
 def _against(recorded: Recorded, measured: float, finite: bool, over_record: bool) -> AgainstRecord:

@@ -210,11 +210,11 @@ _NO_BASELINE = object()  # ppl_check called without baseline=: one message, not 
 def ppl_check(request: pytest.FixtureRequest, ppl_budget: Budget) -> Callable[..., Any]:
     """``ppl_check(model, tokenizer=None, *, baseline, budget=None, **overrides)``: fails over budget, or
     worse than its recorded result in the committed file by more than the regression tolerance."""
-    def check(model: Any, tokenizer: Any = None, *, baseline: Any = _NO_BASELINE, budget: Any = None,
+    def check(model: Any, tokenizer: Any = None, *positional: Any, baseline: Any = _NO_BASELINE, budget: Any = None,
               **overrides: Any) -> Any:
         __tracebackhide__ = True
-        return _call(request, _checked, model, tokenizer, baseline=baseline, budget=budget, default=ppl_budget,
-                     session=_session(request), **_marked(request, overrides, MARKED_OVERRIDES))
+        return _call(request, _checked, model, tokenizer, positional=positional, baseline=baseline, budget=budget,
+                     default=ppl_budget, session=_session(request), **_marked(request, overrides, MARKED_OVERRIDES))
 
     return check
 
@@ -229,8 +229,12 @@ def _marked(request: pytest.FixtureRequest, overrides: dict[str, Any], names: tu
     return out
 
 
-def _checked(model: Any, tokenizer: Any, *, baseline: Any, budget: Any, default: Budget, session: PPLSession,
-             test: str, **overrides: Any) -> Any:
+def _checked(model: Any, tokenizer: Any, *, positional: tuple[Any, ...], baseline: Any, budget: Any,
+             default: Budget, session: PPLSession, test: str, **overrides: Any) -> Any:
+    if positional:  # ppl_check(pruned, tok, base): one message at the user's line, not a TypeError
+        raise LLMPPLError(f"ppl_check takes the baseline by name: ppl_check(model, tok, baseline=base) (got "
+                          f"{len(positional)} more positional argument{'s' if len(positional) > 1 else ''} after "
+                          "the tokenizer)")
     if baseline is _NO_BASELINE:
         raise LLMPPLError("ppl_check needs baseline=: what ppl_baseline returned (baseline=ppl_baseline(dense_model, "
                           "tok)), a PerplexityResult or a number")

@@ -237,7 +237,10 @@ def summary_counts(records: list[Record]) -> dict[str, int]:
         "nan": sum(r.verdict is Verdict.NOT_FINITE for r in checks),
         "baseline": len(baselines),
         "baseline_measured": sum(r.baseline_source.value == "measured" for r in baselines),
-        "measured": sum(isinstance(r, MeasureRecord) for r in records),
+        # numbers that a forward on this runner produced (baselines, checks and plain measurements)
+        "measured": sum(r.baseline_source.value == "measured" if isinstance(r, BaselineRecord)
+                        else r.measured_source.value == "measured" for r in records),
+        "ppl_of": sum(isinstance(r, MeasureRecord) for r in records),
         "served_without_forward": sum(
             (isinstance(r, CheckRecord) and r.measured_source.value in ("cache", "memory"))
             or (isinstance(r, MeasureRecord) and r.measured_source.value in ("cache", "memory"))
@@ -296,6 +299,8 @@ def markdown(records: list[Record], header: str = "", outcomes: dict[str, int] |
     notes = [(r.subject.test, note) for r in rows for note in r.notes if not note.startswith("waited")]
     if notes:
         lines += ["", "Notes:", *(f"- `{test}`: {cell(note)}" for test, note in notes)]
+    for chart in tradeoff_charts(records):
+        lines += ["", *chart]
     charted: set[tuple[str, str, tuple[float | None, ...]]] = set()
     failing = [r for r in records if isinstance(r, CheckRecord) and r.verdict is not Verdict.PASS]
     for r in failing[:MAX_CHARTS]:
@@ -372,6 +377,51 @@ def _footer(records: list[Record], outcomes: dict[str, int]) -> str:
             f"{plural(c['baseline'], 'baseline')} ({c['baseline_measured']} measured); "
             f"{plural(c['served_without_forward'], 'number')} served without a forward.")
     return (f"pytest: {tests}. " if tests else "") + ours
+
+
+MIN_CURVE = 3  # candidates of one baseline that make a trade-off curve (a ratio sweep)
+CURVE_INIT = ('%%{init: {"theme": "base", "themeVariables": {"xyChart": {"backgroundColor": "#ffffff", '
+              '"plotColorPalette": "#c0392b, #7f8c8d"}}}}%%')
+
+
+def tradeoff_charts(records: list[Record]) -> list[list[str]]:
+    """PPL against the share of the dense model's parameters kept, one chart per baseline with
+    ``MIN_CURVE`` or more candidates (a ratio sweep): the dense point, this run's candidates (red)
+    and, where every candidate has a record, the recorded ones (grey), so the whole curve's move
+    is one picture.  The axis labels say the share kept (and the record's, where it differs)."""
+    by_baseline: dict[str, list[CheckRecord]] = {}
+    for r in records:
+        if isinstance(r, CheckRecord) and r.kept is not None and r.measured is not None and \
+                math.isfinite(r.measured) and r.baseline_params:
+            by_baseline.setdefault(r.baseline_model_id, []).append(r)
+    charts = []
+    for checks in by_baseline.values():
+        points = {c.subject.model_id: c for c in checks}
+        if len(points) < MIN_CURVE:
+            continue
+        ordered = sorted(points.values(), key=lambda c: c.kept or 0.0)
+        dense = ordered[0].baseline
+        labels = [_kept_label(c) for c in ordered] + ['"100% (dense)"']
+        now = [c.measured or 0.0 for c in ordered] + [dense]
+        recorded = [c.recorded for c in ordered]
+        lines = ["Trade-off: PPL against the share of the dense model's parameters kept"
+                 + (" (red: this run; grey: recorded)" if all(x is not None for x in recorded) else ""), "",
+                 "```mermaid", CURVE_INIT, "xychart-beta", '    title "PPL vs parameters kept"',
+                 f'    x-axis "parameters kept" [{", ".join(labels)}]']
+        values = [v for v in [*now, *(x for x in recorded if x is not None)] if math.isfinite(v)]
+        lines.append(f'    y-axis "PPL" 0 --> {1.05 * max(values):.4f}')
+        lines.append("    line [" + ", ".join(f"{v:.4f}" for v in now) + "]")
+        if all(x is not None for x in recorded):
+            lines.append("    line [" + ", ".join(f"{x:.4f}" for x in [*recorded, dense] if x is not None) + "]")
+        charts.append([*lines, "```"])
+    return charts
+
+
+def _kept_label(c: CheckRecord) -> str:
+    text = f"{100 * (c.kept or 0.0):.0f}%"
+    if c.recorded_params is not None and c.baseline_params and c.recorded_params != c.subject.params:
+        text += f" (rec {100 * c.recorded_params / c.baseline_params:.0f}%)"
+    return f'"{text}"'
 
 
 MAX_BARS = 60  # more windows are averaged in bins: a bar per window is a smear at 166 or 1,000

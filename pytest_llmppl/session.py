@@ -653,8 +653,11 @@ class PPLSession:
             if self.file.updated or self.file.updated_checks or stale or stale_checks:
                 write_text_file(self.file.path, self.file.render(drop=stale, drop_checks=stale_checks))
                 n_checks = sum(len(v) for v in self.file.updated_checks.values())
-                lines.append(f"llmppl baselines written to {self.file.path}: {len(self.file.updated)} baselines and "
-                             f"{n_checks} checks recorded, {len(stale) + len(stale_checks)} unused removed")
+                from .report import plural
+
+                recorded = f"{plural(len(self.file.updated), 'baseline')} and {plural(n_checks, 'check')} recorded"
+                lines.append(f"llmppl baselines written to {self.file.path}: {recorded}, "
+                             f"{len(stale) + len(stale_checks)} unused removed")
         if self.settings.report or self.settings.report_md:
             from . import report
 

@@ -41,7 +41,7 @@ def synthetic(n: int) -> str:
     subject = Subject("test_x.py::test_y", "m", "id", "c", 128, "torch-pruning", None, n, n, "cpu", "float32")
     record = CheckRecord(subject, 1.0, Source.FILE, "b", 2.0, Source.FILE, "10", 1.1, Verdict.FAIL, 0.0,
                          window_index=tuple(range(n)), window_delta=deltas)
-    return "\n".join(_chart(record))
+    return "\n".join(_chart(record, "baseline", deltas))
 
 
 def render(tmp_path, blocks: list[str]) -> list[ET.Element]:
@@ -85,3 +85,26 @@ def test_the_chart_reads_in_a_real_browser(pytester, tmp_path):
         # (the synthetic corpora have some; in the real report every window got worse).
         tops = {round(float(m.get("y")), 3) for m in masks}
         assert (len(tops) == 1) == (n == 140)
+
+
+def test_the_trade_off_curve_reads_in_a_real_browser(tmp_path):
+    """A ratio sweep of four candidates of one baseline: PPL against the share kept, this run's
+    points and the recorded ones, the dense model at 100%."""
+    from pytest_llmppl.report import tradeoff_charts
+
+    records = []
+    for kept, ppl, rec in ((0.35, 54.1, 50.0), (0.63, 8.66, 8.7), (0.76, 3.31, 3.3), (0.88, 2.2, 2.1)):
+        subject = Subject(f"test_x.py::test_y[{kept}]", "m", f"id{kept}", "c", 128, "torch-pruning", None, 10, 10,
+                          "cpu", "float32", params=int(kept * 1000))
+        records.append(CheckRecord(subject, 1.66, Source.FILE, "dense", ppl, Source.FILE, "10", 11.66, Verdict.PASS,
+                                   0.0, recorded=rec, recorded_params=int(kept * 1000), baseline_params=1000))
+    (chart,) = tradeoff_charts(records)
+    block = "\n".join(chart[chart.index("```mermaid"):])
+    (svg,) = render(tmp_path, [block])
+    text = ET.tostring(svg, encoding="unicode")
+    assert "Syntax error" not in text and "Parse error" not in text
+    assert texts(svg, "chart-title") == ["PPL vs parameters kept"]
+    lines = [g for g in svg.iter(f"{SVG}g") if (g.get("class") or "").startswith("line-plot-")]
+    assert len(lines) == 2  # this run, and the recorded curve
+    labels = " ".join(t.text or "" for t in svg.iter(f"{SVG}text"))
+    assert all(label in labels for label in ("35%", "63%", "76%", "88%", "100% (dense)"))

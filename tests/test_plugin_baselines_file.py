@@ -250,3 +250,22 @@ def test_guard_{i}(model, tok, ppl_baseline):
 
     assert forwards(pytester) == 35  # one evaluation of the 140 windows, in batches of 4
     assert len(_entries(path)) == 1
+
+
+def test_a_committed_file_holds_no_path_outside_its_repository(tmp_path):
+    from pytest_llmppl.baselines import relative_name
+
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "data").mkdir()
+    (repo / "data" / "wiki.txt").write_text("x")
+    outside = tmp_path / "elsewhere" / "my-model"
+    outside.mkdir(parents=True)
+    hub = tmp_path / "hf" / "hub" / "models--HuggingFaceTB--SmolLM2-135M" / "snapshots" / "0123abc"
+    hub.mkdir(parents=True)
+    ci = repo / "ci"
+    ci.mkdir()
+    assert relative_name(str(repo / "data" / "wiki.txt"), ci) == "../data/wiki.txt"  # inside: relative
+    assert relative_name(str(outside), ci) == "my-model"  # outside: the folder's name
+    assert relative_name(str(hub), ci) == "HuggingFaceTB/SmolLM2-135M"  # the hub cache: the hub id
+    assert relative_name("HuggingFaceTB/SmolLM2-135M", ci) == "HuggingFaceTB/SmolLM2-135M"

@@ -130,6 +130,8 @@ def test_b(model, tok, ppl_baseline):
 
 @pytest.mark.parametrize("body,message", [
     ("ppl_check(model, tok)", "*pytest-llmppl: ppl_check needs baseline=: what ppl_baseline returned*"),
+    ("ppl_check(model, tok, 2.0)", "*pytest-llmppl: ppl_check takes the baseline by name: ppl_check(model, tok, "
+                                   "baseline=base) (got 1 more positional argument after the tokenizer)*"),
     ("ppl_baseline(tok, model)", "*ppl_baseline(model, tokenizer): the arguments are swapped (got a *Tokenizer* "
                                  "first and a LlamaForCausalLM second)*"),
     ("ppl_of('model', tok)", "*ppl_of(model, tokenizer): the first argument must be the model*got str*"),
