@@ -22,14 +22,14 @@ FIRST_AFTER = 1.0  # a measurement shorter than this shows nothing
 class Progress:
     """The engine's ``progress(done, total)`` callback for one measurement."""
 
-    def __init__(self, terminal: Any, capture: Any, label: str, tty: bool):
-        self.terminal, self.capture, self.label, self.tty = terminal, capture, label, tty
-        self.start = time.perf_counter()
+    def __init__(self, terminal: Any, capture: Any, label: str, tty: bool, clock: Any = time.perf_counter):
+        self.terminal, self.capture, self.label, self.tty, self.clock = terminal, capture, label, tty, clock
+        self.start = clock()
         self.shown = self.start + FIRST_AFTER - (TTY_EVERY if tty else LOG_EVERY)
         self.width = 0
 
     def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         if now - self.shown < (TTY_EVERY if self.tty else LOG_EVERY) or done >= total:
             return
         self.shown = now

@@ -63,10 +63,55 @@ def test_nothing_under_qq_or_from_xdist_workers(pytester, shown_every_batch):
     assert progress_for(worker) is None
 
 
-def test_a_short_measurement_shows_nothing(pytester):
-    project(pytester, SUITE)
-    quick = pytester.runpytest("--ppl-batch-size=35", "--ppl-no-cache")  # well under a second
-    assert "windows, " not in quick.stdout.str()
+class Clock:
+    """Time that passes only when the test says so: no test depends on the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Log:
+    """A CI log's terminal writer and a capture manager that lets everything through."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write_line(self, text: str) -> None:
+        self.lines.append(text)
+
+    def global_and_fixture_disabled(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_a_short_measurement_shows_nothing_and_a_long_one_a_line_per_interval(tty):
+    import types
+
+    from pytest_llmppl.progress import FIRST_AFTER, LOG_EVERY, TTY_EVERY, Progress
+
+    clock, log = Clock(), Log()
+    written: list[str] = []
+    terminal = types.SimpleNamespace(write_line=log.write_line, _tw=types.SimpleNamespace(
+        fullwidth=120, _file=types.SimpleNamespace(write=written.append, flush=lambda: None)))
+    progress = Progress(terminal, log, "ppl_check t", tty, clock=clock)
+    for done in range(1, 140):  # a measurement that ends before FIRST_AFTER: nothing
+        clock.now += 0.9 * FIRST_AFTER / 140
+        progress(done, 140)
+    assert log.lines == written == []
+    every = TTY_EVERY if tty else LOG_EVERY
+    clock.now += FIRST_AFTER
+    progress(70, 140)  # past FIRST_AFTER: the first line
+    clock.now += every / 2
+    progress(80, 140)  # too soon for the next
+    clock.now += every
+    progress(90, 140)
+    shown = [w for w in written if w.strip()] if tty else log.lines
+    assert len(shown) == 2 and "ppl_check t: 70/140 windows" in shown[0] and "90/140 windows" in shown[1]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
