@@ -81,12 +81,18 @@ def test_size_facts_equal_an_independent_count(request, tiny_model, case):
     from pytest_llmppl.pruning import prune_causal_lm
 
     model = tiny_model
-    if case in ("smollm2", "gqa-pruned"):
+    if case == "smollm2":
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(request.getfixturevalue("smollm2_dir"))
-    if case == "gqa-pruned":  # 9 heads / 3 KV heads: the pruned head counts stay grouped
-        model = prune_causal_lm(model, 0.25)
+    if case == "gqa-pruned":  # 8 heads / 2 KV heads: the pruned head counts stay grouped
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        model = prune_causal_lm(LlamaForCausalLM(LlamaConfig(
+            vocab_size=1024, hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=8,
+            num_key_value_heads=2, head_dim=16)), 0.25)
+        assert model.model.layers[0].self_attn.q_proj.out_features < 128  # heads pruned, KV heads grouped
     if case in ("unstructured", "masked"):
         _magnitude(model, 0.5, reparametrize=case == "masked")
     facts, expected = _facts(model), _independent(model)
