@@ -129,7 +129,8 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
         over_budget = measured > threshold
         over_record = reg is not None and recorded.threshold is not None and measured > recorded.threshold
     kl_budget = call.settings.kl_budget
-    over_kl = finite and kl is not None and kl_budget is not None and kl.mean > kl_budget
+    # not "mean > budget": an infinite or NaN divergence fails its budget, it never slips through a comparison
+    over_kl = finite and kl is not None and kl_budget is not None and not kl.mean <= kl_budget
     size = SizeVerdict.of(call.spec.size, recorded, call.settings, base)
     if not finite:
         verdict = Verdict.NOT_FINITE
@@ -350,7 +351,7 @@ def failure_message(record: CheckRecord) -> str:
         parts.append(text)
     if record.against_record is AgainstRecord.WORSE:
         parts.append(regression_message(record, with_where=not parts))
-    if record.kl is not None and record.kl_budget is not None and record.kl.mean > record.kl_budget:
+    if record.kl is not None and record.kl_budget is not None and not record.kl.mean <= record.kl_budget:
         parts.append(kl_message(record, with_where=not parts))
     if record.size_grew:
         parts.append(size_message(record))

@@ -246,11 +246,14 @@ def _label(fraction: float) -> str:
     return f"{100 * fraction:g}"
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
+def _finite(x: float) -> float | str:
+    """A number as JSON keeps it: a non-finite one as ``"inf"``, ``"-inf"`` or ``"nan"`` (a value,
+    never a gap: ``null`` read back as NaN compared false with every budget)."""
+    return float(x) if math.isfinite(x) else str(float(x))
 
 
 def _nan(x: Any) -> float:
+    """A number written by ``_finite`` (``null`` from files of 0.3: NaN)."""
     return math.nan if x is None else float(x)
 
 

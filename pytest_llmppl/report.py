@@ -86,7 +86,7 @@ def _kl(r: Record) -> str:
     """Mean KL divergence from the dense model ± SE (nats per token), with its budget when set."""
     if not isinstance(r, CheckRecord) or r.kl is None:
         return ""
-    text = f"{r.kl.mean:.4f} ± {se_text(r.kl.se)}"
+    text = f"{r.kl.mean:.4f} ± {se_text(r.kl.se if math.isfinite(r.kl.mean) else None)}"
     return text + (f" (≤ {r.kl_budget:g})" if r.kl_budget is not None else "")
 
 

@@ -177,3 +177,41 @@ def test_a_served_baseline_does_not_keep_the_dense_model_alive(tmp_path):
     assert held() is None
     with pytest.raises(PPLFailure, match="was freed after ppl_baseline"):
         base.reference_maker()
+
+
+INFINITE = """
+import torch
+
+def test_zero_probability(model, tok, ppl_baseline, ppl_check):
+    base = ppl_baseline(model, tok)
+    text = open(tok.name_or_path + "/../corpus/test.txt", encoding="utf-8").read()
+    used = torch.zeros(model.config.vocab_size, dtype=torch.bool)
+    used[torch.tensor(tok(text)["input_ids"])] = True
+    unused = ~used  # tokens the corpus never asks for: probability zero leaves the PPL finite
+    model.lm_head.register_forward_hook(lambda m, args, out: out.masked_fill(unused, float("-inf")))
+    ppl_check(model, tok, baseline=base, budget="1000%")
+"""
+
+
+@pytest.mark.heavy
+def test_an_infinite_divergence_fails_its_budget_however_it_is_served(pytester):
+    """Tokens the candidate gives probability zero make KL infinite: a value kept as "inf" in the store,
+    the committed file and the report, failing the budget each time; never null read back as NaN."""
+    project(pytester, INFINITE)
+    path = pytester.path / "ppl-baselines.json"
+    args = ("--ppl-kl-budget=0.5", "--ppl-report=report.json", f"--ppl-baselines={path}")
+    for run in ("measured", "cache"):
+        result = pytester.runpytest(*args)
+        result.assert_outcomes(failed=1)
+        (check,) = rows(pytester, "check")
+        assert check["measured_source"] == run and check["kl"]["mean"] == "inf" and check["decided_by"] == "kl"
+        result.stdout.fnmatch_lines(["*mean KL divergence from the dense model inf*exceeds the KL budget 0.5*",
+                                     "*windows where divergence is highest: window *"])
+        result.stdout.fnmatch_lines(["*test_zero_probability*inf ± n/a (≤ 0.5)*FAIL*"])
+    pytester.runpytest(*args, "--ppl-update-baselines")
+    (entry,) = json.loads(path.read_text())["checks"]["test_suite.py::test_zero_probability"]
+    assert entry["kl"]["mean"] == "inf"
+    result = pytester.runpytest(*args, "--ppl-strict", "--ppl-no-cache")
+    result.assert_outcomes(failed=1)
+    (check,) = rows(pytester, "check")
+    assert check["measured_source"] == "file" and check["kl"]["mean"] == "inf"
