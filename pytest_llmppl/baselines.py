@@ -326,6 +326,11 @@ class BaselinesFile:
         tests = [test for test in self.checks if test not in self.updated_checks and drop(test)]
         return keys, tests
 
+    def unfinished(self, tests: set[str]) -> int:
+        """How many loaded records belong to ``tests`` (collected, not run to their end): kept."""
+        return sum(1 for e in self.entries.values() if e.get("test") in tests) + sum(
+            len(v) for t, v in self.checks.items() if t in tests)
+
     def render(self, drop: list[str] | tuple[str, ...] = (), drop_checks: list[str] | tuple[str, ...] = ()) -> str:
         """One field per line, number lists on one line: readable and diff-friendly."""
         merged = {k: v for k, v in {**self.entries, **self.updated}.items() if k not in set(drop)}

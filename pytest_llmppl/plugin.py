@@ -301,14 +301,24 @@ class RunHooks:
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.session.deselected += len(items)
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.session.to_run.update(item.nodeid for item in session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """xdist controller: what the workers will run (it collects nothing itself)."""
+        self.session.to_run.update(ids)
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         """xdist controller: every worker shares this run's id."""
         node.workerinput["llmppl_run_id"] = self.session.run_id
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):
             return
+        self.session.stopped = bool(session.shouldstop or session.shouldfail) or exitstatus in (
+            pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         stats = getattr(terminal, "stats", {}) or {}
         outcomes = {k: len(stats.get(k, [])) for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
@@ -328,9 +338,12 @@ class RunHooks:
 
 
 def _whole_files(session: pytest.Session, ppl: PPLSession) -> set[str]:
-    """Test files this run collected whole (nothing deselected, no -k/-m, no node ids)."""
+    """Test files this run collected whole (nothing deselected, no -k/-m, no node ids) and whose
+    every test ran to its end (no -x/--maxfail stop, no interrupt, no crash): only there does a
+    test missing from the run mean a test gone from the file."""
     opt = vars(session.config.option)
-    if ppl.deselected or opt.get("keyword") or opt.get("markexpr") or any(
+    if ppl.stopped or ppl.deselected or opt.get("keyword") or opt.get("markexpr") or any(
             "::" in str(a) for a in session.config.args):
         return set()
-    return {nodeid.split("::")[0] for nodeid in ppl.seen}
+    unfinished = {nodeid.split("::")[0] for nodeid in ppl.to_run - ppl.finished}
+    return {nodeid.split("::")[0] for nodeid in ppl.seen} - unfinished

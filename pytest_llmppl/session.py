@@ -150,6 +150,9 @@ class PPLSession:
     collected: list[dict[str, Any]] = field(default_factory=list)  # every record of the run (controller)
     passed: set[str] = field(default_factory=set)  # tests whose call phase passed
     seen: set[str] = field(default_factory=set)   # tests that reported at all
+    finished: set[str] = field(default_factory=set)  # tests that ran to their end (teardown reported)
+    to_run: set[str] = field(default_factory=set)  # every test collected to run (after deselection)
+    stopped: bool = False  # the run ended early (-x/--maxfail, an interrupt, an internal error)
     deselected: int = 0
     checks_made: dict[str, int] = field(default_factory=dict)  # test -> ppl_check calls so far
     candidates: dict[str, str] = field(default_factory=dict)  # weights checked as a candidate -> first test
@@ -327,7 +330,9 @@ class PPLSession:
         base_spec = getattr(base, "identity", None)
         if base_spec is not None:
             _refuse_mismatch(base_spec, call)
-        if base_spec is None or base_spec.model != call.identity.model:
+        if base_spec is not None and base_spec.model != call.identity.model:
+            # a candidate against a dense baseline: a later ppl_baseline of these weights means the shared
+            # dense model was pruned in place (a model checked against a plain number may be dense)
             self.candidates.setdefault(call.identity.model, test)
         recorded = self._recorded(call, test, index)
         kl_budget = call.settings.kl_budget
@@ -604,6 +609,8 @@ class PPLSession:
 
     def collect(self, nodeid: str, when: str, records: list[dict[str, Any]] | None, passed: bool = True) -> None:
         self.seen.add(nodeid)
+        if when == "teardown":
+            self.finished.add(nodeid)
         if when == "call" and passed:
             self.passed.add(nodeid)
         if records:
@@ -647,14 +654,18 @@ class PPLSession:
         if self.file is None and not (self.settings.report or self.settings.report_md):
             return lines
         from .files import write_text_file
+        from .report import plural
 
         if self.file is not None and self.settings.update_baselines:
             stale, stale_checks = self.file.stale(self.passed, self.seen, whole_files)
+            kept = self.file.unfinished(self.to_run - self.finished)
+            if kept:
+                lines.append(f"llmppl kept {plural(kept, 'record')} of tests that did not run to their end (the run "
+                             "stopped early: -x/--maxfail, an interrupt or a crash); a complete run removes what is "
+                             "unused")
             if self.file.updated or self.file.updated_checks or stale or stale_checks:
                 write_text_file(self.file.path, self.file.render(drop=stale, drop_checks=stale_checks))
                 n_checks = sum(len(v) for v in self.file.updated_checks.values())
-                from .report import plural
-
                 recorded = f"{plural(len(self.file.updated), 'baseline')} and {plural(n_checks, 'check')} recorded"
                 lines.append(f"llmppl baselines written to {self.file.path}: {recorded}, "
                              f"{len(stale) + len(stale_checks)} unused removed")

@@ -179,3 +179,20 @@ def test_given(model, tok, ppl_of, ppl_check):
     assert report(pytester)["records"][-1]["delta"] < 0
     assert "-0.0000" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*test_given*+0.0000*PASS*"])
+
+
+def test_a_model_checked_against_a_number_may_be_a_baseline_later(pytester):
+    """No false "pruned in place": test_a checks the dense weights against a plain number (no dense
+    baseline to have been pruned from); test_b then makes them its baseline, in every mode."""
+    project(pytester, """
+def test_a(model, tok, ppl_check):
+    ppl_check(model, tok, baseline=2.0)
+
+def test_b(model, tok, ppl_baseline):
+    ppl_baseline(model, tok)
+""")
+    path = pytester.path / "b.json"
+    for flags in (("--ppl-update-baselines",), ("--ppl-strict",), ()):
+        result = pytester.runpytest("-p", "no:randomly", "-W", "error::UserWarning", f"--ppl-baselines={path}", *flags)
+        result.assert_outcomes(passed=2)
+        assert "pruned in place" not in result.stdout.str()

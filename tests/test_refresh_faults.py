@@ -91,3 +91,41 @@ def test_sigkill_at_random_moments_loses_nothing(pytester, tmp_path):
     project(pytester, THREE)
     outcome = refresh_under_kills(pytester.path, kills=1, rng=random.Random(0))
     assert outcome.kills == 1 and outcome.unreadable == 0 and outcome.lost == 0, outcome
+
+
+STOPPABLE = """
+import os
+
+def test_a(model, tok, ppl_check):
+    ppl_check(model, tok, baseline=100.0, seqlen=64)
+    if os.environ.get("STOP") == "fail":
+        assert False, "the first failure: -x stops the run here"
+    if os.environ.get("STOP") == "interrupt":
+        raise KeyboardInterrupt  # Ctrl-C
+
+def test_b(model, tok, ppl_check):
+    ppl_check(model, tok, baseline=100.0, seqlen=96)
+
+def test_c(model, tok, ppl_baseline):
+    ppl_baseline(model, tok, seqlen=128)
+"""
+
+
+@pytest.mark.parametrize("stop,args", [("fail", ("-x",)), ("fail", ("--maxfail=1",)), ("interrupt", ())])
+def test_a_refresh_that_stops_early_removes_no_record_of_a_test_it_did_not_finish(pytester, monkeypatch, stop, args):
+    project(pytester, STOPPABLE)
+    path = pytester.path / "b.json"
+    refresh = ("-p", "no:randomly", f"--ppl-baselines={path}", "--ppl-update-baselines")
+    pytester.runpytest(*refresh).assert_outcomes(passed=3)
+    before = json.loads(path.read_text())
+    assert sorted(before["checks"]) == ["test_suite.py::test_a", "test_suite.py::test_b"] and before["baselines"]
+    monkeypatch.setenv("STOP", stop)
+    run = pytester.runpytest_subprocess if stop == "interrupt" else pytester.runpytest  # Ctrl-C: its own process
+    result = run(*refresh, *args)
+    assert result.ret in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED)
+    after = json.loads(path.read_text()) if path.exists() else before
+    assert sorted(after["checks"]) == sorted(before["checks"])  # test_b's record stays
+    assert [e["test"] for e in after["baselines"].values()] == [e["test"] for e in before["baselines"].values()]
+    if stop == "fail":
+        result.stdout.fnmatch_lines(["*llmppl kept 2 records of tests that did not run to their end*",
+                                     "*0 unused removed*"])
