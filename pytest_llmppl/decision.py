@@ -32,7 +32,7 @@ from .report_records import (
     se_text,
     signed,
 )
-from .settings import Budget
+from .settings import Budget, budget_words
 from .size_facts import SHOWN_CHANGES, SizeFacts, grew
 from .stats import EarlyDecision, paired_delta, top1_agreement
 
@@ -341,7 +341,8 @@ def failure_message(record: CheckRecord) -> str:
             label = "early estimate" if record.early is not None else "paired"
             noise = f"; {label} dPPL {signed(record.delta)} ± {se_text(record.delta_se)} (SE)"
         text = (f"ppl_check: PPL {record.measured:.4f} exceeds the threshold {record.threshold:.4f} by "
-                f"{record.measured - record.threshold:.4f} (baseline {record.baseline:.4f} + budget {record.budget} = "
+                f"{record.measured - record.threshold:.4f} (baseline {record.baseline:.4f} + budget "
+                f"{budget_words(record.budget)} = "
                 f"{record.threshold:.4f}; {signed(record.delta)}, {signed(record.delta_pct, 2)}% vs baseline{noise}) "
                 f"[{where(record)}{served}]")
         if record.identical_to_baseline:

@@ -23,7 +23,7 @@ from .report_records import (
     signed,
     to_json,
 )
-from .settings import DEFAULT_PROTOCOL, Settings
+from .settings import DEFAULT_PROTOCOL, Settings, budget_words
 
 REPORT_FORMAT = "pytest-llmppl report v1"
 MAX_WIDTH = 160
@@ -185,7 +185,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("params", _params, numeric=True, shown=_has_params),
     Column("top-1", _top1, numeric=True),
     Column("KL", _kl, numeric=True, shown=_has_kl),
-    Column("budget", lambda r: r.budget if isinstance(r, CheckRecord) else "", numeric=True),
+    Column("budget", lambda r: budget_words(r.budget) if isinstance(r, CheckRecord) else "", numeric=True),
     Column("verdict", _verdict),
     Column("source", _source),
     Column("seconds", lambda r: f"{r.seconds:.2f}", numeric=True),

@@ -43,6 +43,16 @@ class Budget:
         return f"{self.value:g}%" if self.relative else f"{self.value:g}"
 
 
+def budget_words(budget: str) -> str:
+    """A budget as printed: an absolute one below 1 PPL says its unit, so ``0.3`` meant as 30% is
+    never read silently (``0.3 PPL (absolute; 30% would be relative)``)."""
+    try:
+        value = float(budget)
+    except ValueError:
+        return budget
+    return f"{budget} PPL (absolute; {100 * value:g}% would be relative)" if 0 < value < 1 else budget
+
+
 OFF = ("off", "none")
 DEFAULT_REGRESSION_TOLERANCE = "1%"
 
@@ -322,7 +332,7 @@ class Settings:
 
     def header(self, device: str | None = None) -> str:
         """The report header line; ``device`` is what ``auto`` resolved to."""
-        parts = [f"budget={self.budget}", f"corpus={self.corpus}", f"seqlen={self.seqlen or 'auto'}",
+        parts = [f"budget={budget_words(str(self.budget))}", f"corpus={self.corpus}", f"seqlen={self.seqlen or 'auto'}",
                  f"protocol={self.protocol}"]
         if self.stride is not None:
             parts.append(f"stride={self.stride}")

@@ -21,6 +21,11 @@ def check_settings(settings: Settings, worker_id: str | None, where: dict[str, s
     def origin(name: str) -> str:
         return (where or {}).get(name, option_flag(name))
 
+    if settings.update_baselines and settings.strict:
+        raise SettingsError(
+            f"{origin('strict')} and {origin('update_baselines')} are both set: a strict run reads the committed "
+            "file and never writes it, a refresh writes it; run the refresh on its own (an environment variable or "
+            "ini key left over turns a strict CI run into a recording one)")
     if settings.update_baselines and not settings.baselines:
         raise SettingsError("--ppl-update-baselines needs --ppl-baselines=FILE to write to")
     if settings.strict and not settings.baselines:
