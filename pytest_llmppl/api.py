@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cache import Store
+from .cache import CacheWarning, Store, StoreRefused
 from .corpus import Corpus
 from .measurement import prepare, resolve_tokenizer, run
 from .perplexity_result import PerplexityResult
@@ -27,7 +27,14 @@ def evaluate(model: Any, tokenizer: Any = None, corpus: str | Corpus = "wikitext
     ``evaluate(pruned, ..., reference=dense_result)`` then gives ``result.kl``: the KL
     divergence from the dense model, as llama.cpp reports it.
     """
-    store = Store(cache_dir) if use_cache else None
+    store = None
+    if use_cache:
+        try:
+            store = Store(cache_dir)
+        except StoreRefused as exc:
+            import warnings
+
+            warnings.warn(str(exc), CacheWarning, stacklevel=2)
     prepared = prepare(model, tokenizer, corpus, seqlen, protocol=protocol, stride=stride,
                        max_windows=max_windows, store=store, allow_long_seqlen=allow_long_seqlen)
     if reference is not None and reference.topk is None:

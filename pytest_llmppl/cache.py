@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import LLMPPLError
 from .files import atomic_write
 
 MAGIC = b"LLMPPL1\n"
@@ -63,6 +64,30 @@ class Pruned:
     kept_bytes: int
 
 
+class StoreRefused(LLMPPLError):
+    """No store can be trusted here: a run goes on without one (the command line says so)."""
+
+
+def private_dir(path: Path) -> str:
+    """Make ``path`` a directory only this user can write (0700), as pytest's ``tmp_path`` does;
+    "" when it is one, else why it cannot be trusted (someone else's, or writable by others:
+    an entry planted there would be served as a measurement)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as exc:
+        return f"cannot be made ({exc.strerror or exc})"
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory (a link or a file)"
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return f"belongs to another user (uid {info.st_uid})"
+    if info.st_mode & 0o022:
+        return f"is writable by others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return ""
+
+
 class Store:
     """Entries addressed by (namespace, hex key); nothing outside ``root`` is touched."""
 
@@ -79,7 +104,12 @@ class Store:
             return root
         except OSError as exc:
             fallback = Path(tempfile.gettempdir()) / f"pytest-llmppl-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-            fallback.mkdir(parents=True, exist_ok=True)
+            why = private_dir(fallback)
+            if why:
+                raise StoreRefused(
+                    f"pytest-llmppl: cache directory {root} is not writable ({exc.strerror or exc}), and the fallback "
+                    f"{fallback} {why}: running without a local store (every result is measured). Set "
+                    f"--ppl-cache-dir or ${ENV_CACHE_DIR} to a writable folder of your own.") from None
             warnings.warn(
                 f"pytest-llmppl: cache directory {root} is not writable ({exc.strerror or exc}); "
                 f"using {fallback} for this run. Set --ppl-cache-dir or ${ENV_CACHE_DIR} to a "

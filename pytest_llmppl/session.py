@@ -162,15 +162,22 @@ class PPLSession:
     _memo: dict[str, tuple[PerplexityResult, bool]] = field(default_factory=dict)  # key -> (result, measured here)
     _kl: dict[tuple[str, str], Any] = field(default_factory=dict)  # (candidate key, dense weights) -> KLDivergence
     _store: Any = None
+    _refused: bool = False  # no store could be trusted here (StoreRefused): run without one
 
     # -- the store -----------------------------------------------------------------
     @property
     def store(self) -> Any:
         """The local store, opened on first use; None with --ppl-no-cache."""
-        if self._store is None and not self.settings.no_cache:
-            from .cache import Store
+        if self._store is None and not self.settings.no_cache and not self._refused:
+            from .cache import Store, StoreRefused
 
-            self._store = Store(self.settings.cache_dir or self.cache_root)
+            try:
+                self._store = Store(self.settings.cache_dir or self.cache_root)
+            except StoreRefused as exc:
+                from .cache import CacheWarning
+
+                self._refused = True
+                warn_at_user(str(exc), CacheWarning)
         return self._store
 
     def _results(self) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from plugin_support import INI, project
@@ -44,3 +46,43 @@ def test_pruned(model, tok, ppl_baseline, ppl_check):
               if line.startswith("test_suite.py::test_pruned ")]
     assert words in row  # the table
     assert "1% would be" not in pytester.runpytest("--ppl-budget=1").stdout.str()
+
+
+FORGED = """
+def test_pruned(model, tok, ppl_baseline, ppl_check):
+    ppl_check(model, tok, baseline=1.0, budget="1%")  # the dense model against 1.0: fails unless forged
+"""
+
+
+@pytest.mark.parametrize("owner,mode", [("another user", 0o777), ("this user", 0o777)])
+def test_a_fallback_store_someone_else_can_write_is_refused(pytester, monkeypatch, tmp_path, owner, mode):
+    """The cache dir is unusable, so the store falls back to $TMPDIR/pytest-llmppl-<uid>; one pre-made by
+    another user, or writable by others, could hold a planted entry: refused with a warning, then no
+    store at all (measured: the failure stays a failure), as pytest's tmp_path refuses such a folder."""
+    import tempfile
+
+    if owner == "another user" and (not hasattr(os, "geteuid") or os.geteuid() != 0):
+        pytest.skip("giving a folder to another user needs root")
+    project(pytester, FORGED)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = tmp_path / f"pytest-llmppl-{os.getuid()}"
+    planted.mkdir(mode=0o700)
+    planted.chmod(mode)
+    if owner == "another user":
+        os.chown(planted, 12345, 12345)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    result = pytester.runpytest(f"--ppl-cache-dir={blocked / 'cache'}", "-W", "always")
+    result.assert_outcomes(failed=1, warnings=1)
+    why = "belongs to another user (uid 12345)" if owner == "another user" else "is writable by others (mode 0777)"
+    result.stdout.fnmatch_lines([f"*CacheWarning*fallback {planted} {why}: running without a local store*"])
+    assert not any(planted.rglob("*.entry"))  # nothing written there either
+
+
+def test_the_fallback_store_is_made_private(tmp_path):
+    import stat
+
+    from pytest_llmppl.cache import private_dir
+
+    fresh = tmp_path / "fresh"
+    assert private_dir(fresh) == "" and stat.S_IMODE(fresh.stat().st_mode) == 0o700
