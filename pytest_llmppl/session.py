@@ -267,7 +267,7 @@ class PPLSession:
         """Served (``_serve``), else measured; a served result is remembered for this process."""
         found, source, notes = self._serve(call, test, baseline=baseline)
         if found is None:
-            found, source = self._measure(model, call, fresh_only=self._updating)
+            found, source = self._measure(model, call, fresh_only=self._fresh_only)
         if source is not Source.MEASURED:
             self._memo.setdefault(call.spec.key, (found, False))
         return found, source, notes
@@ -281,7 +281,7 @@ class PPLSession:
             found, notes = self._from_file(call, test, baseline=baseline)
             if found is not None:
                 return dataclasses.replace(found, size=call.spec.size), Source.FILE, notes
-        found, source = self._served(call, fresh_only=self._updating)
+        found, source = self._served(call, fresh_only=self._fresh_only)
         if found is not None:
             found = dataclasses.replace(found, size=call.spec.size)  # this very model: its size, counted now
         return found, source, ()
@@ -289,6 +289,13 @@ class PPLSession:
     @property
     def _updating(self) -> bool:
         return self.file is not None and self.settings.update_baselines
+
+    @property
+    def _fresh_only(self) -> bool:
+        """Only what this run measured may serve (memory, the store filtered by run): a refresh
+        records fresh numbers; a strict verdict comes from the committed file or from a forward on
+        this runner, never from a store entry of earlier runs."""
+        return self._updating or (self.file is not None and self.settings.strict)
 
     # -- the three fixtures ------------------------------------------------------------
     def measure(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> PerplexityResult:
@@ -358,7 +365,7 @@ class PPLSession:
         if result is None:
             if not self._updating and kl_budget is None:  # a record, or KL, needs every window: no early verdict
                 rules, order = early_rules(base, base_spec, call, budget, base_ppl, recorded)
-            result, source = self._measure(model, call, fresh_only=self._updating, order=order,
+            result, source = self._measure(model, call, fresh_only=self._fresh_only, order=order,
                                            stop=rules.decided if rules is not None else None)
             if source is not Source.MEASURED:
                 rules = None  # another worker's complete result: exact, no early estimate

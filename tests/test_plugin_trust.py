@@ -86,3 +86,39 @@ def test_the_fallback_store_is_made_private(tmp_path):
 
     fresh = tmp_path / "fresh"
     assert private_dir(fresh) == "" and stat.S_IMODE(fresh.stat().st_mode) == 0o700
+
+
+CHANGED = """
+import os
+from conftest import damage
+
+def test_pruned(model, tok, ppl_baseline, ppl_check):
+    base = ppl_baseline(model, tok)
+    damage(model, float(os.environ.get("DAMAGE", "0.2")))
+    ppl_check(model, tok, baseline=base, budget="50%")
+"""
+
+
+def test_under_strict_a_changed_candidate_is_measured_not_served_from_the_store(pytester, monkeypatch):
+    """A verdict under --ppl-strict comes from the committed file or a forward on this runner: a store
+    entry of an earlier run (which someone could have planted) never decides it; the unchanged
+    candidate stays free (served from the file)."""
+    from plugin_support import forwards, rows
+
+    project(pytester, CHANGED)
+    path = pytester.path / "b.json"
+    args = (f"--ppl-baselines={path}", "--ppl-report=report.json", "-p", "no:randomly")
+    pytester.runpytest(*args, "--ppl-update-baselines").assert_outcomes(passed=1)
+    monkeypatch.setenv("DAMAGE", "0.25")
+    pytester.runpytest(*args)  # not strict: measured once, and now in the store
+    assert rows(pytester, "check")[0]["measured_source"] == "measured"
+    forwards(pytester)
+    pytester.runpytest(*args)
+    assert rows(pytester, "check")[0]["measured_source"] == "cache"  # what a plain run may do
+    forwards(pytester)
+    pytester.runpytest(*args, "--ppl-strict")
+    (check,) = rows(pytester, "check")
+    assert check["measured_source"] == "measured" and check["baseline_source"] == "file" and forwards(pytester) > 0
+    monkeypatch.setenv("DAMAGE", "0.2")  # the recorded candidate: from the file, no forward
+    pytester.runpytest(*args, "--ppl-strict").assert_outcomes(passed=1)
+    assert rows(pytester, "check")[0]["measured_source"] == "file" and forwards(pytester) == 0

@@ -27,3 +27,20 @@ def test_gpu_workflow_structure():
     assert len(prune) == 1 and prune[0].startswith("python -m pytest_llmppl ")
     args = build_parser().parse_args(shlex.split(prune[0])[3:])
     assert args.action == "prune" and args.unused_days == 30 and args.max_size == "5G"
+
+
+def test_the_store_stays_out_of_the_checkout_and_forks_wait_for_a_label():
+    """A store in the workspace could be committed and served to a fresh clone; a fork's pull request
+    must not run on a persistent self-hosted runner without a maintainer's look."""
+    text = (ROOT / ".github" / "workflows" / "ppl-gpu.yml").read_text()
+    wf = yaml.safe_load(text)
+    check = wf["jobs"]["perplexity"]
+    assert check["env"]["PYTEST_LLMPPL_CACHE_DIR"].startswith("${{ runner.temp }}")
+    cached = [s["with"]["path"] for s in check["steps"] if s.get("uses", "").startswith("actions/cache@")]
+    assert "${{ runner.temp }}/llmppl-cache" in cached
+    condition = check["if"]
+    assert "head.repo.full_name == github.repository" in condition and "'gpu-ok'" in condition
+    on = wf.get("on", wf.get(True))
+    assert "labeled" in on["pull_request"]["types"]
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert ".llmppl-cache/" in ignored and ".pytest_cache/" in ignored
