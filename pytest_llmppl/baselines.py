@@ -125,16 +125,41 @@ def validate_entry(entry: Any, where: str) -> dict[str, Any]:
     numbers = entry["window_nll"] + entry["window_weight"]
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in numbers):
         raise BaselineError(f"{where}: window_nll and window_weight must hold finite numbers")
+    if not all(w > 0 for w in entry["window_weight"]):
+        raise BaselineError(f"{where}: field 'window_weight' must hold positive numbers (tokens scored per window); "
+                            "regenerate it with --ppl-update-baselines")
+    _validate_windows(entry, where)
     ppl = float(entry["ppl"])
     if not math.isfinite(ppl) or ppl <= 0:
         raise BaselineError(f"{where}: ppl must be a positive finite number, got {entry['ppl']!r}")
-    implied = math.exp(math.fsum(entry["window_nll"]) / math.fsum(entry["window_weight"]))
+    try:
+        implied = math.exp(math.fsum(entry["window_nll"]) / math.fsum(entry["window_weight"]))
+    except OverflowError:
+        raise BaselineError(f"{where}: field 'window_nll' gives a perplexity too large to represent; the entry was "
+                            "edited by hand: regenerate it with --ppl-update-baselines") from None
     if abs(implied - ppl) > PPL_TOLERANCE * implied:
         raise BaselineError(
             f"{where}: ppl {ppl!r} disagrees with its own window_nll (which give {implied!r}); the entry was edited "
             "by hand: regenerate it with --ppl-update-baselines"
         )
     return entry
+
+
+def _validate_windows(entry: dict[str, Any], where: str) -> None:
+    """``window_index``: distinct windows in order, within ``n_windows_total``, all of them unless the
+    entry records a subset (``max_windows``, evenly spread): a hand-edited subset is never served as
+    the whole corpus."""
+    index, total = entry["window_index"], entry["n_windows_total"]
+    fix = "regenerate it with --ppl-update-baselines"
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in index) or total < 1:
+        raise BaselineError(f"{where}: field 'window_index' must hold window numbers; {fix}")
+    if any(b <= a for a, b in zip(index, index[1:])) or index[0] < 0 or index[-1] >= total:
+        raise BaselineError(f"{where}: field 'window_index' must be increasing window numbers in 0..{total - 1} "
+                            f"(n_windows_total {total}); {fix}")
+    subset = entry.get("max_windows")
+    if len(index) != (min(subset, total) if isinstance(subset, int) and subset > 0 else total):
+        raise BaselineError(f"{where}: field 'window_index' holds {len(index)} windows, but n_windows_total is {total}"
+                            f" and max_windows {subset}: the entry is not a whole measurement; {fix}")
 
 
 def _validate_kl(value: Any, where: str) -> None:

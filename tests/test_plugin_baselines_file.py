@@ -124,6 +124,12 @@ def test_update_needs_a_file(pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
+def _ppl(nll, weight):
+    import math
+
+    return math.exp(math.fsum(nll) / math.fsum(weight))
+
+
 def _recorded(pytester, path):
     pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=1)
     return json.loads(path.read_text())
@@ -134,6 +140,16 @@ def _recorded(pytester, path):
     (lambda e: e.update(seqlen="128"), "*field 'seqlen' should be int*"),
     (lambda e: e.update(ppl=e["ppl"] * 0.9), "*entry * (test_suite.py::test_guard): ppl * disagrees with its own"
                                              " window_nll*--ppl-update-baselines*"),
+    # each of these was an INTERNALERROR (ZeroDivisionError, OverflowError) or a subset served as whole
+    (lambda e: e.update(window_weight=[0] * len(e["window_weight"])),
+     "*entry * (test_suite.py::test_guard): field 'window_weight' must hold positive numbers*"),
+    (lambda e: e.update(window_nll=[1e300] * len(e["window_nll"])),
+     "*entry * (test_suite.py::test_guard): field 'window_nll' gives a perplexity too large*"),
+    (lambda e: e.update(window_index=e["window_index"][:3], window_nll=e["window_nll"][:3],
+                        window_weight=e["window_weight"][:3], ppl=_ppl(e["window_nll"][:3], e["window_weight"][:3])),
+     "*entry * (test_suite.py::test_guard): field 'window_index' holds 3 windows, but n_windows_total is 140*"),
+    (lambda e: e.update(window_index=[*e["window_index"][:-1], e["n_windows_total"]]),
+     "*entry * (test_suite.py::test_guard): field 'window_index' must be increasing window numbers in 0..139*"),
 ])
 def test_hand_edited_entry_is_a_start_up_error_naming_it(pytester, edit, message):
     project(pytester, SUITE)
