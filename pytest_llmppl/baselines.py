@@ -14,6 +14,7 @@ baselines only.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -153,7 +154,7 @@ def _validate_windows(entry: dict[str, Any], where: str) -> None:
     fix = "regenerate it with --ppl-update-baselines"
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in index) or total < 1:
         raise BaselineError(f"{where}: field 'window_index' must hold window numbers; {fix}")
-    if any(b <= a for a, b in zip(index, index[1:])) or index[0] < 0 or index[-1] >= total:
+    if any(b <= a for a, b in itertools.pairwise(index)) or index[0] < 0 or index[-1] >= total:
         raise BaselineError(f"{where}: field 'window_index' must be increasing window numbers in 0..{total - 1} "
                             f"(n_windows_total {total}); {fix}")
     subset = entry.get("max_windows")
@@ -301,6 +302,14 @@ class BaselinesFile:
         """The committed record of the ``index``-th (0-based) ``ppl_check`` call of ``test``."""
         entries = self.checks.get(test, [])
         return entries[index] if index < len(entries) else None
+
+    def recorded_elsewhere(self, model_fingerprint: str, test: str) -> str | None:
+        """The test id under which a check of these very weights is recorded, other than ``test``
+        (a renamed test or parametrize id leaves its record under the old one)."""
+        for other, entries in sorted(self.checks.items()):
+            if other != test and any(e.get("model_fingerprint") == model_fingerprint for e in entries):
+                return other
+        return None
 
     def entries_for_test(self, test: str) -> list[dict[str, Any]]:
         return [e for e in {**self.entries, **self.updated}.values() if e.get("test") == test]

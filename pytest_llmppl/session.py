@@ -540,8 +540,14 @@ class PPLSession:
             return Recorded(None, None, AgainstRecord.OFF, entry=entry is not None,
                             size=recorded_size(entry) if entry is not None else None)
         if entry is None:
+            elsewhere = self.file.recorded_elsewhere(call.identity.model, test)
             if self.settings.strict:
-                raise PPLFailure(self._missing_record_message(call, test, index))
+                raise PPLFailure(self._missing_record_message(call, test, index, elsewhere))
+            if elsewhere:
+                warn_at_user(f"check {index + 1} of {test} has no record, but this very candidate is recorded under "
+                             f"{elsewhere} (a renamed test or parametrize id?): the regression guard is off for it "
+                             "until you record it with --ppl-update-baselines (which drops the old one)",
+                             RecordMismatchWarning)
             return Recorded(None, tolerance, AgainstRecord.NO_RECORD)
         here = record_settings(call.identity)
         differ = [name for name, value in here.items() if entry.get(name) != value]
@@ -559,12 +565,16 @@ class PPLSession:
                         same_weights=entry.get("model_fingerprint") == call.identity.model, entry=True,
                         size=recorded_size(entry))
 
-    def _missing_record_message(self, call: Call, test: str, index: int) -> str:
+    def _missing_record_message(self, call: Call, test: str, index: int, elsewhere: str | None = None) -> str:
         assert self.file is not None
         why = ("" if self.file.has_checks else
                f" ({self.file.path.name} is a 0.2 file, which records baselines only)")
-        return (f"check {index + 1} of {test} has no recorded result in {self.file.path}{why} and --ppl-strict is on: "
-                "record it by running the suite once with --ppl-update-baselines on this runner, and commit the file.")
+        msg = (f"check {index + 1} of {test} has no recorded result in {self.file.path}{why} and --ppl-strict is on: "
+               "record it by running the suite once with --ppl-update-baselines on this runner, and commit the file.")
+        if elsewhere:
+            msg += (f" This very candidate is recorded under {elsewhere}: a renamed test or parametrize id? The "
+                    "refresh records it under the new id and drops the old one.")
+        return msg
 
     def _missing_message(self, call: Call, test: str) -> str:
         """Why the committed file has no entry: what differs from the one it has for this test."""
@@ -683,6 +693,11 @@ class PPLSession:
                 recorded = f"{plural(len(self.file.updated), 'baseline')} and {plural(n_checks, 'check')} recorded"
                 lines.append(f"llmppl baselines written to {self.file.path}: {recorded}, "
                              f"{len(stale) + len(stale_checks)} unused removed")
+        if self.file is not None and not self.settings.update_baselines:
+            unguarded = sum(1 for r in self.records() if getattr(r, "against_record", None) is AgainstRecord.NO_RECORD)
+            if unguarded:
+                lines.append(f"llmppl: {plural(unguarded, 'check')} ran without a record in {self.file.path.name}: the "
+                             "regression and size guards were off for them; record them with --ppl-update-baselines")
         if self.settings.report or self.settings.report_md:
             from . import report
 

@@ -122,3 +122,32 @@ def test_under_strict_a_changed_candidate_is_measured_not_served_from_the_store(
     monkeypatch.setenv("DAMAGE", "0.2")  # the recorded candidate: from the file, no forward
     pytester.runpytest(*args, "--ppl-strict").assert_outcomes(passed=1)
     assert rows(pytester, "check")[0]["measured_source"] == "file" and forwards(pytester) == 0
+
+
+RENAMED = """
+import pytest
+from conftest import damage
+
+@pytest.mark.parametrize("amount", [0.2], ids=[__import__("os").environ.get("ID", "old")])
+def test_pruned(model, tok, ppl_check, amount):
+    damage(model, amount)
+    ppl_check(model, tok, baseline=100.0)
+"""
+
+
+def test_a_renamed_test_names_where_its_candidate_is_recorded_and_the_guard_off_is_counted(pytester, monkeypatch):
+    project(pytester, RENAMED)
+    path = pytester.path / "b.json"
+    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=1)
+    monkeypatch.setenv("ID", "new")  # the parametrize id renamed: the record stays under the old one
+    strict = pytester.runpytest(f"--ppl-baselines={path}", "--ppl-strict")
+    strict.assert_outcomes(failed=1)
+    out = strict.stdout.str()
+    assert "check 1 of test_suite.py::test_pruned[new] has no recorded result" in out
+    assert "This very candidate is recorded under test_suite.py::test_pruned[old]: a renamed test" in out
+    plain = pytester.runpytest(f"--ppl-baselines={path}", "-W", "always")
+    plain.assert_outcomes(passed=1, warnings=1)
+    out = plain.stdout.str()
+    assert ("RecordMismatchWarning: check 1 of test_suite.py::test_pruned[new] has no record, but this very "
+            "candidate is recorded under test_suite.py::test_pruned[old]") in out
+    assert "llmppl: 1 check ran without a record in b.json: the regression and size guards were off" in out
