@@ -6,6 +6,7 @@ run the file must parse and keep every entry an undisturbed refresh writes.  Pri
 counts for the README's reliability section:
 
     python benchmarks/fault_refresh.py --kills 20
+    python benchmarks/fault_refresh.py --kills 0 --interrupts 5     # -x, --maxfail=1 and Ctrl-C
 
 (``tests/test_refresh_faults.py`` runs the same with two kills on the test suite's project.)
 """
@@ -92,16 +93,46 @@ def refresh_under_kills(project: Path, kills: int, rng: random.Random, timeout: 
     return outcome
 
 
+def refresh_stopped_early(project: Path, rng: random.Random, interrupts: int, timeout: float = 300) -> list[tuple]:
+    """Refreshes that stop early: ``-x`` and ``--maxfail=1`` at test_a's failure, and SIGINT (Ctrl-C)
+    at random moments; returns (how, records lost, file unreadable) per run."""
+    path = project / "b.json"
+    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
+            f"--ppl-baselines={path}", "--ppl-update-baselines", "-q"]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    t0 = time.perf_counter()
+    subprocess.run(base, cwd=project, env=env, capture_output=True, timeout=timeout, check=True)
+    duration = time.perf_counter() - t0
+    expected = _keys(path)
+    assert expected, "the undisturbed refresh wrote no entries"
+    rows = []
+    for how in ("-x", "--maxfail=1"):
+        subprocess.run([*base, how], cwd=project, env={**env, "STOP": "fail"}, capture_output=True, timeout=timeout)
+        found = _keys(path)
+        rows.append((how, len(expected - (found or set())), found is None))
+    for _ in range(interrupts):
+        proc = subprocess.Popen(base, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 0.95) * duration)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=timeout)
+        found = _keys(path)
+        rows.append(("SIGINT", len(expected - (found or set())), found is None))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--interrupts", type=int, default=0,
+                        help="also refreshes stopped by -x, --maxfail=1 and N SIGINTs (Ctrl-C) at random moments")
     args = parser.parse_args()
     import tempfile
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from test_refresh_faults import THREE
+    from test_refresh_faults import STOPPABLE, THREE
 
     from plugin_support import CONFTEST, INI
 
@@ -114,6 +145,17 @@ def main() -> None:
     print("| runs | kills | of them the controller | entries lost | files unreadable |")
     print("|---:|---:|---:|---:|---:|")
     print(f"| {outcome.runs} | {outcome.kills} | {outcome.controller_kills} | {outcome.lost} | {outcome.unreadable} |")
+    if args.interrupts:
+        with tempfile.TemporaryDirectory() as tmp:
+            project = Path(tmp)
+            (project / "conftest.py").write_text(CONFTEST)
+            (project / "pytest.ini").write_text(INI)
+            (project / "test_suite.py").write_text(STOPPABLE)
+            rows = refresh_stopped_early(project, random.Random(args.seed), args.interrupts)
+        print("\n| refresh stopped by | records lost | file unreadable |")
+        print("|---|---:|---:|")
+        for how, lost, unreadable in rows:
+            print(f"| {how} | {lost} | {'yes' if unreadable else 'no'} |")
 
 
 if __name__ == "__main__":
