@@ -65,13 +65,13 @@ def model_identity(model: Any) -> ModelIdentity:
     """The digest of everything ``model``'s forward reads, and its size facts."""
     model = unwrap_compiled(model)
     zeros: dict[str, int] = {}
-    weights = weights_description(model, zeros)
-    size = size_facts(model, zeros)
     try:
-        return ModelIdentity(digest("model", IDENTITY_VERSION, type(model).__name__, _config(model), weights,
-                                    _tree(model)), size=size)
+        weights = weights_description(model, zeros)
+        tree = _tree(model)
     except Unpinned as exc:
-        return ModelIdentity(digest("unpinned", uuid.uuid4().hex), f"not served: {exc}", size)
+        return ModelIdentity(digest("unpinned", uuid.uuid4().hex), f"not served: {exc}", size_facts(model, zeros))
+    return ModelIdentity(digest("model", IDENTITY_VERSION, type(model).__name__, _config(model), weights, tree),
+                         size=size_facts(model, zeros))
 
 
 def unwrap_compiled(model: Any) -> Any:
@@ -99,8 +99,6 @@ def weights_description(model: Any, zeros: dict[str, int] | None = None) -> list
     params = {n for n, _ in model.named_parameters(remove_duplicate=False)} if zeros is not None else set()
     items = []
     for name, value in model_tensors(model):
-        if getattr(value, "is_meta", False):
-            describe.tensor(value)  # raises Unpinned: no values to compare
         if hasattr(value, "shape") and hasattr(value, "dtype"):
             counted = name in params
             fingerprint, n_zeros = hash_and_zeros(value, count=counted)

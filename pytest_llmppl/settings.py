@@ -75,8 +75,8 @@ def parse_budget(raw: Any) -> Budget:
     return Budget(value, relative)
 
 
-def parse_tolerance(raw: Any) -> Budget | None:
-    """The regression tolerance: the budget's grammar (``0.5``, ``1%``) or ``off`` (None)."""
+def _budget_or_off(raw: Any, usage: str) -> Budget | None:
+    """The budget's grammar (``0.5``, ``1%``) or ``off`` (None); ``usage`` says what else to write."""
     if raw is None or isinstance(raw, Budget):
         return raw
     if str(raw).strip().lower() in OFF:
@@ -84,24 +84,20 @@ def parse_tolerance(raw: Any) -> Budget | None:
     try:
         return parse_budget(raw)
     except SettingsError:
-        raise SettingsError(
-            f"invalid regression tolerance {raw!r}: use an absolute PPL rise like 0.5, a relative one like 1%, or off"
-        ) from None
+        raise SettingsError(usage.format(raw=raw)) from None
+
+
+def parse_tolerance(raw: Any) -> Budget | None:
+    """The regression tolerance: the budget's grammar (``0.5``, ``1%``) or ``off`` (None)."""
+    return _budget_or_off(raw, "invalid regression tolerance {raw!r}: use an absolute PPL rise like 0.5, a relative "
+                               "one like 1%, or off")
 
 
 def parse_size_tolerance(raw: Any) -> Budget | None:
     """How much a check's model may grow over its recorded size: a parameter count (``0``, the
     default: not at all), a share (``2%``), or ``off``."""
-    if raw is None or isinstance(raw, Budget):
-        return raw
-    if str(raw).strip().lower() in OFF:
-        return None
-    try:
-        return parse_budget(raw)
-    except SettingsError:
-        raise SettingsError(
-            f"invalid size tolerance {raw!r}: use a number of parameters like 1000, a share like 2%, or off"
-        ) from None
+    return _budget_or_off(raw, "invalid size tolerance {raw!r}: use a number of parameters like 1000, a share like "
+                               "2%, or off")
 
 
 @dataclass(frozen=True)

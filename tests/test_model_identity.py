@@ -12,7 +12,9 @@ import torch
 from identity_changes import CHANGES, scaled_mask
 
 from conftest import CORPUS_TXT, TINY
-from plugin_support import forwards, project, rows
+from plugin_support import INI, forwards, project, rows
+
+WINDOWS = 24  # an evenly spread subset: the same windows recorded, measured and in the reference
 
 
 def _id(model) -> str:
@@ -202,7 +204,7 @@ def test_a_recorded_check_whose_function_changed_is_measured_and_judged(pytester
     a failure wherever that is worse than the record."""
     from pytest_llmppl import evaluate
 
-    project(pytester, SUITE)
+    project(pytester, SUITE, ini=INI + f"ppl_max_windows = {WINDOWS}\n")
     path = pytester.path / "ppl-baselines.json"
     fresh = (f"--ppl-baselines={path}", "--ppl-no-cache", "--ppl-report=report.json", "-p", "no:cacheprovider")
     pytester.runpytest(*fresh, "--ppl-update-baselines").assert_outcomes(passed=1)
@@ -217,7 +219,7 @@ def test_a_recorded_check_whose_function_changed_is_measured_and_judged(pytester
     CHANGES[change](model)
     from transformers import AutoTokenizer
 
-    true = evaluate(model, AutoTokenizer.from_pretrained(TINY), str(CORPUS_TXT), 128).ppl
+    true = evaluate(model, AutoTokenizer.from_pretrained(TINY), str(CORPUS_TXT), 128, max_windows=WINDOWS).ppl
     assert check["measured"] == pytest.approx(true, rel=1e-9)
     if true > recorded["measured"] * 1.01:
         result.assert_outcomes(failed=1)

@@ -54,7 +54,7 @@ def test_pruned(model, tok, ppl_baseline, ppl_check):
 """
 
 
-@pytest.mark.parametrize("owner,mode", [("another user", 0o777), ("this user", 0o777)])
+@pytest.mark.parametrize("owner,mode", [("another user", 0o755), ("this user", 0o777)])
 def test_a_fallback_store_someone_else_can_write_is_refused(pytester, monkeypatch, tmp_path, owner, mode):
     """The cache dir is unusable, so the store falls back to $TMPDIR/pytest-llmppl-<uid>; one pre-made by
     another user, or writable by others, could hold a planted entry: refused with a warning, then no

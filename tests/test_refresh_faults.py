@@ -111,21 +111,22 @@ def test_c(model, tok, ppl_baseline):
 """
 
 
-@pytest.mark.parametrize("stop,args", [("fail", ("-x",)), ("fail", ("--maxfail=1",)), ("interrupt", ())])
-def test_a_refresh_that_stops_early_removes_no_record_of_a_test_it_did_not_finish(pytester, monkeypatch, stop, args):
+@pytest.mark.heavy
+def test_a_refresh_that_stops_early_removes_no_record_of_a_test_it_did_not_finish(pytester, monkeypatch):
     project(pytester, STOPPABLE)
     path = pytester.path / "b.json"
     refresh = ("-p", "no:randomly", f"--ppl-baselines={path}", "--ppl-update-baselines")
     pytester.runpytest(*refresh).assert_outcomes(passed=3)
     before = json.loads(path.read_text())
     assert sorted(before["checks"]) == ["test_suite.py::test_a", "test_suite.py::test_b"] and before["baselines"]
-    monkeypatch.setenv("STOP", stop)
-    run = pytester.runpytest_subprocess if stop == "interrupt" else pytester.runpytest  # Ctrl-C: its own process
-    result = run(*refresh, *args)
-    assert result.ret in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED)
-    after = json.loads(path.read_text()) if path.exists() else before
-    assert sorted(after["checks"]) == sorted(before["checks"])  # test_b's record stays
-    assert [e["test"] for e in after["baselines"].values()] == [e["test"] for e in before["baselines"].values()]
-    if stop == "fail":
-        result.stdout.fnmatch_lines(["*llmppl kept 2 records of tests that did not run to their end*",
-                                     "*0 unused removed*"])
+    for stop, args in (("fail", ("-x",)), ("fail", ("--maxfail=1",)), ("interrupt", ())):
+        monkeypatch.setenv("STOP", stop)
+        run = pytester.runpytest_subprocess if stop == "interrupt" else pytester.runpytest  # Ctrl-C: its own process
+        result = run(*refresh, *args)
+        assert result.ret in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED)
+        after = json.loads(path.read_text())
+        assert sorted(after["checks"]) == sorted(before["checks"])  # test_b's record stays
+        assert [e["test"] for e in after["baselines"].values()] == [e["test"] for e in before["baselines"].values()]
+        if stop == "fail":
+            result.stdout.fnmatch_lines(["*llmppl kept 2 records of tests that did not run to their end*",
+                                         "*0 unused removed*"])
