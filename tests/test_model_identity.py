@@ -198,10 +198,11 @@ def test_candidate(model, tok, ppl_check):
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("change", sorted(CHANGES))
-def test_a_recorded_check_whose_function_changed_is_measured_and_judged(pytester, monkeypatch, change):
-    """Recorded unchanged; then only ``change``: measured (served nothing), with its true perplexity,
-    a failure wherever that is worse than the record."""
+def test_a_recorded_check_whose_function_changed_is_measured_and_judged(pytester, monkeypatch):
+    """Recorded unchanged; then, one run per row of the table, only that change: measured (served
+    nothing), with its true perplexity, a failure wherever that is worse than the record."""
+    from transformers import AutoTokenizer
+
     from pytest_llmppl import evaluate
 
     project(pytester, SUITE, ini=INI + f"ppl_max_windows = {WINDOWS}\n")
@@ -210,23 +211,23 @@ def test_a_recorded_check_whose_function_changed_is_measured_and_judged(pytester
     pytester.runpytest(*fresh, "--ppl-update-baselines").assert_outcomes(passed=1)
     (recorded,) = rows(pytester, "check")
     forwards(pytester)
-    monkeypatch.setenv("CHANGE", change)
-    result = pytester.runpytest(*fresh, "--ppl-strict")
-    (check,) = rows(pytester, "check")
-    assert check["measured_source"] == "measured" and forwards(pytester) > 0
-    model = _load()
-    scaled_mask(model, 1.0)
-    CHANGES[change](model)
-    from transformers import AutoTokenizer
-
-    true = evaluate(model, AutoTokenizer.from_pretrained(TINY), str(CORPUS_TXT), 128, max_windows=WINDOWS).ppl
-    assert check["measured"] == pytest.approx(true, rel=1e-9)
-    if true > recorded["measured"] * 1.01:
-        result.assert_outcomes(failed=1)
-        assert check["against_record"] == "worse"
-    else:  # non-causal attention sees the next token: better, and measured
-        assert change == "is_causal"
-        result.assert_outcomes(passed=1)
+    tok = AutoTokenizer.from_pretrained(TINY)
+    for change in sorted(CHANGES):
+        monkeypatch.setenv("CHANGE", change)
+        result = pytester.runpytest(*fresh, "--ppl-strict")
+        (check,) = rows(pytester, "check")
+        assert check["measured_source"] == "measured" and forwards(pytester) > 0, change
+        model = _load()
+        scaled_mask(model, 1.0)
+        CHANGES[change](model)
+        true = evaluate(model, tok, str(CORPUS_TXT), 128, max_windows=WINDOWS).ppl
+        assert check["measured"] == pytest.approx(true, rel=1e-9), change
+        if true > recorded["measured"] * 1.01:
+            result.assert_outcomes(failed=1)
+            assert check["against_record"] == "worse", change
+        else:  # non-causal attention sees the next token: better, and measured
+            assert change == "is_causal"
+            result.assert_outcomes(passed=1)
 
 
 @pytest.mark.heavy

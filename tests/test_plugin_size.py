@@ -162,16 +162,11 @@ def test_a_refactor_that_prunes_less_fails_its_record_and_the_same_ratio_passes_
     assert check["size_against_record"] == "smaller" and check["params"] < recorded["params"]
     assert any(n.startswith("smaller than recorded:") for n in check["notes"])
 
-
-@pytest.mark.heavy
-def test_a_size_tolerance_lets_a_model_grow_that_much(pytester, monkeypatch):
-    path = _record(pytester, monkeypatch)
-    monkeypatch.setenv("RATIO", "0.125")
-    args = (f"--ppl-baselines={path}", *FRESH)
-    pytester.runpytest(*args, "--ppl-size-tolerance=25%").assert_outcomes(passed=1)
+    monkeypatch.setenv("RATIO", "0.125")  # a size tolerance lets the model grow that much, and no more
+    pytester.runpytest(*strict, "--ppl-size-tolerance=25%").assert_outcomes(passed=1)
     assert rows(pytester, "check")[0]["size_against_record"] == "grew within tolerance"
-    pytester.runpytest(*args, "--ppl-size-tolerance=off").assert_outcomes(passed=1)
-    pytester.runpytest(*args, "--ppl-size-tolerance=10%").assert_outcomes(failed=1)
+    pytester.runpytest(*strict, "--ppl-size-tolerance=off").assert_outcomes(passed=1)
+    pytester.runpytest(*strict, "--ppl-size-tolerance=10%").assert_outcomes(failed=1)
 
 
 def test_keep_at_most_fails_an_under_pruned_model_without_any_record(pytester, monkeypatch):
