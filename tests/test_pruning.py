@@ -130,10 +130,9 @@ def test_a_hang_becomes_a_clear_error(monkeypatch):
             time.sleep(0.01)
 
     monkeypatch.setattr(tp.pruner.MetaPruner, "__init__", forever)
-    t0 = time.perf_counter()
+    # the message proves the watchdog fired (a hang would never return); no wall-clock bound: CI can be loaded
     with pytest.raises(ModelError, match=r"did not finish within 0\.5 s.*PYTEST_LLMPPL_PRUNE_TIMEOUT"):
         prune_causal_lm(_model("llama"), 0.2, timeout=0.5)
-    assert time.perf_counter() - t0 < 5
 
 
 def test_prune_mlp_works_on_gqa(tmp_path):
