@@ -52,17 +52,23 @@ def _keys(path: Path) -> set[str] | None:
         return None
 
 
-def refresh_under_kills(project: Path, kills: int, rng: random.Random, timeout: float = 300) -> Outcome:
-    """Refresh ``project``'s ``b.json`` once undisturbed, then until ``kills`` runs were killed."""
+def _undisturbed(project: Path, extra: list[str], timeout: float) -> tuple[list[str], dict, float, set[str]]:
+    """The refresh command, its environment, how long an undisturbed run takes, and what it records."""
     path = project / "b.json"
-    cmd = [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-p", "no:randomly",
+    cmd = [sys.executable, "-m", "pytest", *extra, "-p", "no:cacheprovider", "-p", "no:randomly",
            f"--ppl-baselines={path}", "--ppl-update-baselines", "-q"]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=project, env=env, capture_output=True, timeout=timeout, check=True)
-    duration = time.perf_counter() - t0
     expected = _keys(path)
     assert expected, "the undisturbed refresh wrote no entries"
+    return cmd, env, time.perf_counter() - t0, expected
+
+
+def refresh_under_kills(project: Path, kills: int, rng: random.Random, timeout: float = 300) -> Outcome:
+    """Refresh ``project``'s ``b.json`` once undisturbed, then until ``kills`` runs were killed."""
+    path = project / "b.json"
+    cmd, env, duration, expected = _undisturbed(project, ["-n", "2"], timeout)
     outcome = Outcome()
     while outcome.kills < kills and outcome.runs < 4 * kills:
         outcome.runs += 1
@@ -97,14 +103,7 @@ def refresh_stopped_early(project: Path, rng: random.Random, interrupts: int, ti
     """Refreshes that stop early: ``-x`` and ``--maxfail=1`` at test_a's failure, and SIGINT (Ctrl-C)
     at random moments; returns (how, records lost, file unreadable) per run."""
     path = project / "b.json"
-    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
-            f"--ppl-baselines={path}", "--ppl-update-baselines", "-q"]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    t0 = time.perf_counter()
-    subprocess.run(base, cwd=project, env=env, capture_output=True, timeout=timeout, check=True)
-    duration = time.perf_counter() - t0
-    expected = _keys(path)
-    assert expected, "the undisturbed refresh wrote no entries"
+    base, env, duration, expected = _undisturbed(project, [], timeout)
     rows = []
     for how in ("-x", "--maxfail=1"):
         subprocess.run([*base, how], cwd=project, env={**env, "STOP": "fail"}, capture_output=True, timeout=timeout)
