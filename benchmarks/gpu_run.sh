@@ -20,7 +20,7 @@ python3 benchmarks/bench_fingerprint.py --cases gpu --json "$OUT/fingerprint_gpu
 python3 benchmarks/bench_fingerprint.py --cases walk 2>&1 | tail -1 | tee -a "$OUT/fingerprint_gpu.txt"
 python3 benchmarks/bench_verdict.py --shape llama-2-7b --device cuda --json "$OUT/verdict_gpu.json" 2>&1 \
   | grep -v "Loading weights" | tee "$OUT/verdict_gpu.txt"
-run_examples() { python3 -m pytest -p pytest_llmppl.plugin examples --ppl-budget=10 --ppl-device=cuda \
+run_examples() { python3 -m pytest examples --ppl-budget=10 --ppl-device=cuda \
   --ppl-baselines=examples/ppl-baselines-gpu.json --ppl-cache-dir=/tmp/llmppl-cache -W ignore::UserWarning "$@"; }
 run_examples --ppl-update-baselines 2>&1 | tail -12 | tee "$OUT/examples_gpu.txt"
 run_examples --ppl-strict --ppl-report=/tmp/r1.json 2>&1 | tail -9 | tee -a "$OUT/examples_gpu.txt"
