@@ -693,15 +693,15 @@ class PPLSession:
                 recorded = f"{plural(len(self.file.updated), 'baseline')} and {plural(n_checks, 'check')} recorded"
                 lines.append(f"llmppl baselines written to {self.file.path}: {recorded}, "
                              f"{len(stale) + len(stale_checks)} unused removed")
+        records = self.records()
         if self.file is not None and not self.settings.update_baselines:
-            unguarded = sum(1 for r in self.records() if getattr(r, "against_record", None) is AgainstRecord.NO_RECORD)
+            unguarded = sum(1 for r in records if getattr(r, "against_record", None) is AgainstRecord.NO_RECORD)
             if unguarded:
                 lines.append(f"llmppl: {plural(unguarded, 'check')} ran without a record in {self.file.path.name}: the "
                              "regression and size guards were off for them; record them with --ppl-update-baselines")
         if self.settings.report or self.settings.report_md:
             from . import report
 
-            records = self.records()
             if self.settings.report:
                 write_text_file(self.settings.report, report.json_report(records, self.settings, outcome_counts))
                 lines.append(f"llmppl report written to {self.settings.report}")
