@@ -85,6 +85,11 @@ def test_verdict(ppl_baseline, ppl_check):
     tok = AutoTokenizer.from_pretrained(os.environ["BENCH_TOKENIZER"])
     model = build()
     sync()
+    profile = None
+    if os.environ.get("BENCH_PROFILE"):  # where the in-test time goes, for one case
+        import cProfile
+        profile = cProfile.Profile()
+        profile.enable()
     t0 = time.perf_counter()
     base = ppl_baseline(model, tok)
     sync()
@@ -101,6 +106,9 @@ def test_verdict(ppl_baseline, ppl_check):
             ppl_check(pruned, tok, baseline=base, budget="1000%")
         sync()
         times["check_s"] = time.perf_counter() - t2
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(os.environ["BENCH_PROFILE"])
     json.dump(times, open(os.environ["BENCH_TIMES"], "w"))
 '''
 
@@ -159,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", default="tiny")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="cProfile (d) and (f)'s in-test calls; the top functions printed, stats kept in DIR")
     args = ap.parse_args(argv)
     shapes = {"tiny": dict(vocab_size=1024, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
                            num_attention_heads=4, num_key_value_heads=4, head_dim=64, windows=24, seqlen=512),
@@ -189,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
                 **times}
 
     def plugin(name: str, cache: str, *extra_args: str, mode: str = "verdict") -> dict:
+        profiled = args.profile and name[:3] in ("(d)", "(f)")
+        env.pop("BENCH_PROFILE", None)
+        if profiled:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+            env["BENCH_PROFILE"] = str(Path(args.profile).resolve() / f"{name[1]}.prof")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *_plugin(), "test_verdict.py",
                f"--ppl-corpus={corpus}", f"--ppl-seqlen={seqlen}", f"--ppl-cache-dir={work / cache}",
                f"--ppl-device={args.device}", "-W", "ignore::UserWarning", "--rootdir", str(work), *extra_args]
@@ -214,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         src = r.get("baseline_source", "")
         print(f"{r['case']:28s} {r['in_test_s']:10.3f} {gain:7.1f}x {r['process_s']:10.1f} {r.get('prune_s', 0):8.2f}  "
               f"{src}")
+    if args.profile:
+        import pstats
+
+        for case in ("d", "f"):
+            print(f"\n--- ({case}): the in-test calls' top functions by cumulative time")
+            pstats.Stats(str(Path(args.profile) / f"{case}.prof")).sort_stats("cumulative").print_stats(28)
     if args.json:
         import platform
 
