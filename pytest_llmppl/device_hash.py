@@ -50,15 +50,33 @@ def zeros_of(dtype: Any) -> Zeros:
 
 
 def bits_hash(words: Any, zeros: Zeros = Zeros()) -> tuple[int, int]:
-    """(64-bit hash, zero elements) of a 1-D int32 tensor (a tensor's bytes as words), computed
-    where it lives: by the Triton kernel on CUDA (waiting for ``prewarm`` if it is still
-    compiling: the torch fallback reads a 7B model's weights in half a second), elsewhere
-    by the torch fallback, which gives the same numbers."""
-    if words.is_cuda and _triton_available():
-        if _WARMING is not None and _WARMING.is_alive():
-            _WARMING.join()
-        return _triton_hash(words, zeros)
-    return _torch_hash(words, zeros)
+    """(64-bit hash, zero elements) of a 1-D int32 tensor (a tensor's bytes as words)."""
+    return bits_hashes([(words, zeros)])[0]
+
+
+def bits_hashes(batch: list[tuple[Any, Zeros]]) -> list[tuple[int, int]]:
+    """``bits_hash`` of many tensors, computed where each lives: by the Triton kernel on CUDA,
+    every launch queued before one wait for the results (a model's few hundred tensors would
+    otherwise wait for the device a few hundred times); elsewhere by the torch fallback, which
+    gives the same numbers.  The kernel waits for ``prewarm`` if it is still compiling."""
+    out: list[tuple[int, int] | None] = [None] * len(batch)
+    queued: dict[Any, list[tuple[int, Any, int]]] = {}  # device -> (position, sums on the device, padding)
+    for i, (words, zeros) in enumerate(batch):
+        if words.is_cuda and words.numel() and _triton_available():
+            if _WARMING is not None and _WARMING.is_alive():
+                _WARMING.join()
+            sums, padding = _triton_sums(words, zeros)
+            queued.setdefault(words.device, []).append((i, sums, padding))
+        else:  # the same numbers (an empty tensor: 0, 0)
+            out[i] = _torch_hash(words, zeros)
+    if queued:
+        import torch
+
+        for parts in queued.values():
+            values = torch.stack([sums for _, sums, _ in parts]).tolist()  # the one wait per device
+            for (i, _, padding), (first, second, zero) in zip(parts, values):
+                out[i] = (_combine(first, second), int(zero) - padding)
+    return [value if value is not None else (0, 0) for value in out]
 
 
 def as_words(flat: Any) -> tuple[Any, bytes]:
@@ -174,19 +192,26 @@ def _build() -> Any:
     return kernel
 
 
-def _triton_hash(words: Any, zeros: Zeros = Zeros()) -> tuple[int, int]:
+def _triton_sums(words: Any, zeros: Zeros) -> tuple[Any, int]:
+    """The kernel launched on a non-empty tensor: its three sums, still on the device (not
+    waited for), and the padding elements the zero count must give back."""
     import torch
 
     global _KERNEL
     if _KERNEL is None:
         _KERNEL = _build()
     n = words.numel()
-    if n == 0:
-        return 0, 0
     blocks = (n + BLOCK - 1) // BLOCK
     partial = torch.empty(3 * blocks, dtype=torch.int64, device=words.device)
     _KERNEL[(blocks,)](words, partial, n, POSITION, HIGH, SEED, FMIX1, FMIX2, SECOND, zeros.per_word, zeros.mask,
                        BLOCK=BLOCK, num_warps=8)
-    sums = partial.view(blocks, 3).sum(dim=0).tolist()
     padding = (blocks * BLOCK - n) * zeros.per_word  # loaded as 0: every element of them counted
-    return _combine(sums[0], sums[1]), int(sums[2]) - padding
+    return partial.view(blocks, 3).sum(dim=0), padding
+
+
+def _triton_hash(words: Any, zeros: Zeros = Zeros()) -> tuple[int, int]:
+    if words.numel() == 0:
+        return 0, 0
+    sums, padding = _triton_sums(words, zeros)
+    first, second, zero = sums.tolist()
+    return _combine(first, second), int(zero) - padding

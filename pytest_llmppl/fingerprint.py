@@ -59,25 +59,41 @@ def tensor_hash(tensor: Any) -> str:
 def hash_and_zeros(tensor: Any, count: bool = True) -> tuple[str, int]:
     """``tensor_hash`` and, with ``count``, the number of zero elements (-0.0 included): on an
     accelerator in the same pass over the bytes, on the CPU in a second one."""
+    return hashes_and_zeros([(tensor, count)])[0]
+
+
+def hashes_and_zeros(tensors: list[tuple[Any, bool]]) -> list[tuple[str, int]]:
+    """``hash_and_zeros`` of (tensor, count) pairs: those on an accelerator hashed by queued
+    kernels with one wait for all (``device_hash.bits_hashes``), the others one by one."""
     import torch
 
-    if getattr(tensor, "is_quantized", False):
-        ints = tensor.int_repr()
-        return "q:" + digest(*_quantized_parts(tensor))[:16], ints.numel() - int(torch.count_nonzero(ints))
-    flat = tensor.detach().reshape(-1)
-    if not flat.is_contiguous():
-        flat = flat.contiguous()
-    if flat.device.type == "cpu" or flat.is_complex() or flat.element_size() not in (1, 2, 4, 8):
-        zeros = flat.numel() - int(torch.count_nonzero(flat)) if count else 0
-        return "xxh3:" + _host_hash(flat.cpu()), zeros
-    from .device_hash import Zeros, as_words, bits_hash, zeros_of
+    from .device_hash import Zeros, as_words, bits_hashes, zeros_of
 
-    words, tail = as_words(flat)
-    per_word = zeros_of(flat.dtype) if count else Zeros()
-    value, zeros = bits_hash(words, per_word)
-    if count and (per_word.per_word == 0 or tail):  # 8-byte elements, or a tensor that ends mid-word
-        zeros = flat.numel() - int(torch.count_nonzero(flat))
-    return "fmix:" + format(value, "016x") + (":" + tail.hex() if tail else ""), zeros
+    out: list[tuple[str, int]] = [("", 0)] * len(tensors)
+    on_device: list[tuple[int, Any, bytes, Zeros]] = []
+    for i, (tensor, count) in enumerate(tensors):
+        if getattr(tensor, "is_quantized", False):
+            ints = tensor.int_repr()
+            out[i] = "q:" + digest(*_quantized_parts(tensor))[:16], ints.numel() - int(torch.count_nonzero(ints))
+            continue
+        flat = tensor.detach().reshape(-1)
+        if not flat.is_contiguous():
+            flat = flat.contiguous()
+        if flat.device.type == "cpu" or flat.is_complex() or flat.element_size() not in (1, 2, 4, 8):
+            zeros = flat.numel() - int(torch.count_nonzero(flat)) if count else 0
+            out[i] = "xxh3:" + _host_hash(flat.cpu()), zeros
+            continue
+        words, tail = as_words(flat)
+        per_word = zeros_of(flat.dtype) if count else Zeros()
+        if count and (per_word.per_word == 0 or tail):  # 8-byte elements, or ending mid-word: counted apart
+            out[i] = "", flat.numel() - int(torch.count_nonzero(flat))
+            per_word = Zeros()
+        on_device.append((i, words, tail, per_word))
+    values = bits_hashes([(words, per_word) for _, words, _, per_word in on_device])
+    for (i, _, tail, per_word), (value, zeros) in zip(on_device, values):
+        counted = zeros if per_word.per_word else out[i][1]
+        out[i] = "fmix:" + format(value, "016x") + (":" + tail.hex() if tail else ""), counted
+    return out
 
 
 def _quantized_parts(tensor: Any) -> list[Any]:

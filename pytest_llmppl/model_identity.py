@@ -93,20 +93,25 @@ def weights_description(model: Any, zeros: dict[str, int] | None = None) -> list
     """Every tensor the modules register, by name: the state dict (whose values a quantized
     module packs into tuples) and the non-persistent buffers it leaves out.  ``zeros`` gets
     each parameter's zero elements, counted in the same pass."""
-    from .fingerprint import hash_and_zeros
+    from .fingerprint import hashes_and_zeros
 
     describe = Describer()
     params = {n for n, _ in model.named_parameters(remove_duplicate=False)} if zeros is not None else set()
-    items = []
+    items: list[Any] = []
+    tensors: list[tuple[str, Any]] = []
     for name, value in model_tensors(model):
         if hasattr(value, "shape") and hasattr(value, "dtype"):
-            counted = name in params
-            fingerprint, n_zeros = hash_and_zeros(value, count=counted)
-            if counted and zeros is not None:
-                zeros[name] = n_zeros
-            items.append([name, list(value.shape), str(value.dtype), fingerprint])
+            tensors.append((name, value))
+            items.append([name, list(value.shape), str(value.dtype)])
         else:
             items.append([name, describe(value)])
+    hashed = iter(hashes_and_zeros([(value, name in params) for name, value in tensors]))  # one wait
+    for item in items:
+        if len(item) == 3:
+            fingerprint, n_zeros = next(hashed)
+            if zeros is not None and item[0] in params:
+                zeros[item[0]] = n_zeros
+            item.append(fingerprint)
     return items
 
 

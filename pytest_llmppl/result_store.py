@@ -28,14 +28,15 @@ class ResultStore:
         self.store = store
 
     def get(self, spec: MeasurementSpec, run: str | None = None) -> PerplexityResult | None:
-        """The stored result, or None; with ``run``, only one stored by that run."""
+        """The stored result, or None; with ``run``, only one stored by that run.  A baseline's
+        dense top-k (tens of MB) is not read here: ``topk`` reads it when a check needs it."""
         entry = self.store.get_json(NAMESPACE, spec.key)
         if not isinstance(entry, dict) or entry.get("format") != FORMAT:
             return None
         if run is not None and entry.get("run") != run:
             return None
         try:
-            return result_from_entry(entry, top1=self._top1(spec), topk=self.topk(spec), identity=spec)
+            return result_from_entry(entry, top1=self._top1(spec), identity=spec)
         except (KeyError, TypeError, ValueError):
             self.store.delete(NAMESPACE, spec.key)
             return None

@@ -324,7 +324,9 @@ class PPLSession:
             self.file.used.add(call.spec.file_key)
         self.pending.append(BaselineRecord(call.subject(test, found), _finite_or_none(found.ppl), source,
                                            time.perf_counter() - t0, notes + self._wait_note(call)))
-        maker = None if found.topk is not None or not found.finite else self._lazy_reference(model, call, found)
+        trusted = source is Source.CACHE or not (self.settings.remeasure or self._fresh_only)  # the store's top-k
+        maker = None if found.topk is not None or not found.finite else \
+            self._lazy_reference(model, call, found, from_store=trusted)
         return Baseline(found, source, found.identity or call.spec, call.model_name, maker)
 
     def check(self, model: Any, tokenizer: Any = None, *, baseline: Any, budget: Budget, test: str = "",
@@ -355,7 +357,7 @@ class PPLSession:
         result, source, _ = self._serve(call, test)
         kl = self._known_kl(call, base, result) if result is not None else None
         if kl_budget is not None and kl is None and call.reference is None and maker is not None:
-            base = maker()  # the dense top-k, measured now: this candidate's divergence is not known yet
+            base = maker()  # the dense top-k, read or measured now: this candidate's divergence is not known yet
             call.reference = base
         if result is not None and kl is None and kl_budget is not None and call.reference is not None:
             result = None  # served, but its divergence from this dense model is unknown: measure it
@@ -363,6 +365,9 @@ class PPLSession:
             raise PPLFailure(_no_reference_message(base, base_source, kl_budget))
         rules, order = None, None
         if result is None:
+            if call.reference is None and maker is not None:  # a forward reports KL when the store kept the top-k
+                base = maker(forward=False)
+                call.reference = base if base.topk is not None else None
             if not self._updating and kl_budget is None:  # a record, or KL, needs every window: no early verdict
                 rules, order = early_rules(base, base_spec, call, budget, base_ppl, recorded)
             result, source = self._measure(model, call, fresh_only=self._fresh_only, order=order,
@@ -385,18 +390,26 @@ class PPLSession:
         return result
 
     # -- divergence from the dense model ----------------------------------------------------
-    def _lazy_reference(self, model: Any, call: Call, found: PerplexityResult) -> Any:
-        """A baseline served without the dense top-k (a committed one on a fresh runner) gets it
-        only when a check needs it for a KL budget: one forward of the dense model then, if its
-        weights are still the baseline's; an unchanged candidate served with its recorded KL
-        needs none."""
+    def _lazy_reference(self, model: Any, call: Call, found: PerplexityResult, from_store: bool) -> Any:
+        """A baseline served without the dense top-k gets it only when a check needs it: from the
+        store when it kept it and may serve it (``from_store``; a measured check then reports KL),
+        else, for a KL budget (``forward``), from one forward of the dense model if its weights are
+        still the baseline's.  An unchanged candidate served with its recorded KL needs neither."""
         import weakref
 
         held = weakref.ref(model)  # never keeps a dense model alive that the test let go (GPU memory)
+        results = self._results()
+        read: list[Any] = []  # the store is read once per baseline
 
-        def make() -> PerplexityResult:
+        def make(forward: bool = True) -> PerplexityResult:
             from .measurement import function_fingerprint
 
+            if not read:
+                read.append(results.topk(call.spec) if results is not None and from_store else None)
+            if read[0] is not None and read[0].covers(found.window_index):
+                return dataclasses.replace(found, topk=read[0])
+            if not forward:
+                return found
             dense = held()
             if dense is None:
                 raise PPLFailure(
@@ -409,11 +422,11 @@ class PPLSession:
                     f"{call.model_name} was changed after ppl_baseline (pruned in place?): prune a copy "
                     "(copy.deepcopy(model) or the ppl_pruned fixture), or keep the local store between runs.")
             measured = self._forward(dense, call, None, None)
-            results = self._results()
             if results is not None and measured.topk is not None:
                 results.put_topk(call.spec, measured.topk)
             if measured.topk is None or not measured.topk.covers(found.window_index):
                 return found
+            read[0] = measured.topk
             return dataclasses.replace(found, topk=measured.topk)
 
         return make
@@ -516,9 +529,7 @@ class PPLSession:
         known = hit[0] if hit is not None else results.get(call.spec) if results is not None else None
         if known is not None and known.top1 and known.window_index == result.window_index:
             result = dataclasses.replace(result, top1=known.top1)
-        topk = known.topk if known is not None else None
-        if topk is None and hit is not None and results is not None and call.keep_topk:
-            topk = results.topk(call.spec)  # a result from memory: the store may hold its top-k (``get`` read it)
+        topk = known.topk if known is not None else None  # else read from the store when a check needs it
         if topk is not None and topk.covers(result.window_index):
             result = dataclasses.replace(result, topk=topk)
         return result

@@ -87,3 +87,16 @@ def test_zeros_are_counted_in_the_hash_pass_as_count_nonzero_does(dtype, n):
         t[1::5] = -0.0
     expected = n - int(torch.count_nonzero(t))
     assert hash_and_zeros(t.cuda())[1] == expected == hash_and_zeros(t)[1]
+
+
+@cuda
+def test_a_batch_of_tensors_hashes_and_counts_as_each_alone():
+    """A model's tensors are hashed with one wait for the device: the same values as one by one."""
+    from pytest_llmppl.fingerprint import hash_and_zeros, hashes_and_zeros
+
+    g = torch.Generator().manual_seed(1)
+    tensors = [(torch.randn(n, generator=g) * (n % 3)).to(dtype).cuda()
+               for n, dtype in [(4096, torch.bfloat16), (0, torch.float32), (8195, torch.int8),
+                                (7, torch.float64), (1, torch.float16), (50_001, torch.float32)]]
+    pairs = [(t, i % 2 == 0) for i, t in enumerate(tensors)]
+    assert hashes_and_zeros(pairs) == [hash_and_zeros(t, count) for t, count in pairs]

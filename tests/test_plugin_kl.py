@@ -24,7 +24,7 @@ def test_unchanged(model, tok, ppl_baseline, ppl_check):
 """
 
 
-def test_every_check_reports_its_divergence_and_one_over_the_kl_budget_fails_with_one_message(pytester):
+def test_every_check_reports_its_divergence_and_one_over_the_kl_budget_fails_with_one_message(pytester, monkeypatch):
     project(pytester, SUITE)
     result = pytester.runpytest("--ppl-report=report.json", "--junitxml=junit.xml")
     result.assert_outcomes(passed=2)
@@ -51,6 +51,13 @@ def test_every_check_reports_its_divergence_and_one_over_the_kl_budget_fails_wit
     assert check["measured_source"] == "cache"  # the PPL and its KL were served: no forward needed
     assert forwards(pytester) == 0
     pytester.runpytest(f"--ppl-kl-budget={2 * measured:.4f}", "-k", "pruned").assert_outcomes(passed=1)
+    # Another candidate against the baseline served from the store: measured, with its KL (the dense
+    # top-k read from the store with no KL budget asking for it).
+    monkeypatch.setenv("DAMAGE", "0.2")
+    pytester.runpytest("--ppl-report=report.json", "-k", "pruned").assert_outcomes(passed=1)
+    (check,) = rows(pytester, "check")
+    assert check["baseline_source"] == "cache" and check["measured_source"] == "measured"
+    assert 0 < check["kl"]["mean"] < measured
 
 
 def test_the_kl_marker_beats_the_option(pytester):
