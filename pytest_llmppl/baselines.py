@@ -324,15 +324,25 @@ class BaselinesFile:
         if earlier is not None and earlier["test"] <= entry["test"]:
             return
         committed = self.entries.get(file_key)
-        if committed is not None and _same_numbers(committed, entry):
+        if committed is not None and same_numbers(committed, entry):
             entry = _keep_committed(committed, entry)
         self.updated[file_key] = entry
+
+    def name_entries(self, finished: set[str]) -> None:
+        """A recorded baseline is named by the first test id (sorted) known to use it: those of this
+        run, and the committed entry's own test if that did not run (``finished``: tests that ran
+        to their end).  So a refresh of part of a suite, or two branches that each add a test,
+        leave the name as it was (no diff, no merge conflict)."""
+        for key, entry in self.updated.items():
+            named = self.entries.get(key, {}).get("test")
+            if isinstance(named, str) and named not in finished and named < entry["test"]:
+                self.updated[key] = {**entry, "test": named}
 
     def record_check(self, test: str, index: int, entry: dict[str, Any]) -> None:
         """Record the ``index``-th check of ``test``; numbers within float noise of the committed
         record keep the committed ones (no diff on a refresh of an unchanged model)."""
         committed = self.recorded_check(test, index)
-        if committed is not None and _same_numbers(committed, entry):
+        if committed is not None and same_numbers(committed, entry):
             entry = _keep_committed(committed, entry)
         entries = self.updated_checks.setdefault(test, [])
         entries[index:] = [entry]
@@ -400,7 +410,7 @@ def _keep_committed(committed: dict[str, Any], entry: dict[str, Any]) -> dict[st
     return kept
 
 
-def _same_numbers(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def same_numbers(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Same windows and runtime, every window NLL within ``NOISE`` (relative)."""
     same_fields = all(a.get(k) == b.get(k) for k in ("window_index", "window_weight", "device", "dtype",
                                                      "attn_implementation", "torch", "transformers",

@@ -1,4 +1,5 @@
-"""``python -m pytest_llmppl eval ...`` and ``cache info|clear|prune``: the pipeline without pytest.
+"""``python -m pytest_llmppl eval ...`` and ``cache info|clear|prune``: the pipeline without pytest
+(``merge``, ``diff`` and ``durations``: ``cli_files``).
 
 The evaluation options are the plugin's per-call settings (``--seqlen`` is ``--ppl-seqlen``,
 ``--dtype`` is ``--ppl-dtype``: the evaluation dtype, autocast below the weights), taken
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "SIZE (bytes, or with K/M/G/T, binary: 500M, 2G)")
     cache.add_argument("--cache-dir", help="a store given with --ppl-cache-dir / $PYTEST_LLMPPL_CACHE_DIR")
     cache.add_argument("--rootdir", default=".", help="the pytest project whose .pytest_cache to look in (default: .)")
+    from .cli_files import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -61,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "cache":
             return _cache(args)
-        return _eval(args)
+        if args.command == "eval":
+            return _eval(args)
+        from .cli_files import run
+
+        return run(args)
     except LLMPPLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

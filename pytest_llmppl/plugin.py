@@ -299,7 +299,12 @@ class RunHooks:
             self.session.collect(report.nodeid, report.when, getattr(report, "llmppl", None), report.passed)
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
-        self.session.deselected += len(items)
+        self.session.deselected.update(item.nodeid for item in items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: what a worker deselected (pytest-split deselects in the workers)."""
+        self.session.deselected.update(getattr(node, "workeroutput", {}).get("llmppl_deselected", ()))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.session.to_run.update(item.nodeid for item in session.items)
@@ -316,6 +321,7 @@ class RunHooks:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):
+            self.config.workeroutput["llmppl_deselected"] = sorted(self.session.deselected)  # type: ignore[attr-defined]
             return
         self.session.stopped = bool(session.shouldstop or session.shouldfail) or exitstatus in (
             pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
@@ -323,7 +329,7 @@ class RunHooks:
         stats = getattr(terminal, "stats", {}) or {}
         outcomes = {k: len(stats.get(k, [])) for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
         self.end_lines = self.session.finish(_whole_files(session, self.session), outcomes,
-                                             "\n".join(pytest_report_header(self.config)))
+                                             "\n".join(pytest_report_header(self.config)), _narrowed(session))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if hasattr(self.config, "workerinput"):
@@ -341,9 +347,13 @@ def _whole_files(session: pytest.Session, ppl: PPLSession) -> set[str]:
     """Test files this run collected whole (nothing deselected, no -k/-m, no node ids) and whose
     every test ran to its end (no -x/--maxfail stop, no interrupt, no crash): only there does a
     test missing from the run mean a test gone from the file."""
-    opt = vars(session.config.option)
-    if ppl.stopped or ppl.deselected or opt.get("keyword") or opt.get("markexpr") or any(
-            "::" in str(a) for a in session.config.args):
+    if ppl.stopped or ppl.deselected or _narrowed(session):
         return set()
     unfinished = {nodeid.split("::")[0] for nodeid in ppl.to_run - ppl.finished}
     return {nodeid.split("::")[0] for nodeid in ppl.seen} - unfinished
+
+
+def _narrowed(session: pytest.Session) -> bool:
+    """The run chose its tests by name or mark (-k, -m, node ids): what it did not collect is unknown."""
+    opt = vars(session.config.option)
+    return bool(opt.get("keyword") or opt.get("markexpr") or any("::" in str(a) for a in session.config.args))

@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .identity import short_name, software_versions
 from .report_records import (
@@ -248,15 +249,22 @@ def summary_counts(records: list[Record]) -> dict[str, int]:
     }
 
 
-def json_report(records: list[Record], settings: Settings, outcomes: dict[str, int]) -> str:
+def json_report(records: list[Record], settings: Settings, outcomes: dict[str, int], header: str = "") -> str:
+    """The run's records, with what ``merge`` needs to join shards' reports (``header``: the
+    settings lines the markdown report opens with)."""
     data = {
         "format": REPORT_FORMAT,
         "settings": settings.to_json(),
         "versions": software_versions(),
+        "header": header,
         "outcomes": outcomes,
         "summary": summary_counts(records),
         "records": [to_json(r) for r in records],
     }
+    return report_text(data)
+
+
+def report_text(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
 

@@ -68,6 +68,7 @@ class Subject:
     params: int | None = None       # the model's parameters (size_facts), all of them
     nonzero: int | None = None      # its non-zero parameters (what unstructured pruning removes)
     linear_macs: int | None = None  # its linear layers' multiply-accumulates per token
+    forward_seconds: float | None = None  # what its result's forward took where it was measured (0: unknown)
 
 
 @dataclass(frozen=True)

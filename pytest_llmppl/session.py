@@ -136,7 +136,8 @@ class Call:
                        device=s.device_type, dtype=s.dtype, unpinned=s.unpinned,
                        params=size.params if size is not None else None,
                        nonzero=size.nonzero if size is not None else None,
-                       linear_macs=size.linear_macs if size is not None else None)
+                       linear_macs=size.linear_macs if size is not None else None,
+                       forward_seconds=r.seconds if r is not None else None)
 
 
 @dataclass
@@ -153,7 +154,7 @@ class PPLSession:
     finished: set[str] = field(default_factory=set)  # tests that ran to their end (teardown reported)
     to_run: set[str] = field(default_factory=set)  # every test collected to run (after deselection)
     stopped: bool = False  # the run ended early (-x/--maxfail, an interrupt, an internal error)
-    deselected: int = 0
+    deselected: set[str] = field(default_factory=set)  # collected, then left out (-k, a splitter)
     checks_made: dict[str, int] = field(default_factory=dict)  # test -> ppl_check calls so far
     candidates: dict[str, str] = field(default_factory=dict)  # weights checked as a candidate -> first test
     waited: dict[str, float] = field(default_factory=dict)  # key -> seconds waited for another worker's result
@@ -682,16 +683,20 @@ class PPLSession:
     def records(self) -> list[Record]:
         return [from_json(r) for r in self.collected]
 
-    def finish(self, whole_files: set[str], outcome_counts: dict[str, int], header: str) -> list[str]:
-        """End of run (controller only): rewrite the committed file, write the reports.
-        Returns lines for the terminal."""
+    def finish(self, whole_files: set[str], outcome_counts: dict[str, int], header: str,
+               narrowed: bool = False) -> list[str]:
+        """End of run (controller only): rewrite the committed file (or write this shard's changes
+        to it), write the reports.  Returns lines for the terminal."""
         lines: list[str] = []
         if self.file is None and not (self.settings.report or self.settings.report_md):
             return lines
         from .files import write_text_file
         from .report import plural
 
-        if self.file is not None and self.settings.update_baselines:
+        if self.file is not None and self.settings.file_changes:
+            lines.append(self._write_changes(narrowed))  # names as this run used them: merge names them
+        elif self.file is not None and self.settings.update_baselines:
+            self.file.name_entries(self.finished)
             stale, stale_checks = self.file.stale(self.passed, self.seen, whole_files)
             kept = self.file.unfinished(self.to_run - self.finished)
             if kept:
@@ -714,12 +719,31 @@ class PPLSession:
             from . import report
 
             if self.settings.report:
-                write_text_file(self.settings.report, report.json_report(records, self.settings, outcome_counts))
+                write_text_file(self.settings.report,
+                                report.json_report(records, self.settings, outcome_counts, header))
                 lines.append(f"llmppl report written to {self.settings.report}")
             if self.settings.report_md:
                 write_text_file(self.settings.report_md, report.markdown(records, header, outcome_counts))
                 lines.append(f"llmppl report written to {self.settings.report_md}")
         return lines
+
+    def _write_changes(self, narrowed: bool) -> str:
+        """``--ppl-file-changes``: this run's part of a refresh, for ``merge`` (the file is left as it is)."""
+        from .file_changes import FileChanges, file_sha256
+        from .files import write_text_file
+        from .report import plural
+
+        f = self.file
+        assert f is not None and self.settings.file_changes is not None
+        changes = FileChanges(
+            file_sha256(f.path), f.updated, f.updated_checks, tuple(f.used - set(f.updated)), tuple(self.passed),
+            tuple(self.seen), tuple(self.finished), None if narrowed else tuple(self.to_run | self.deselected),
+            self.stopped)
+        write_text_file(self.settings.file_changes, changes.to_json())
+        n_checks = sum(len(v) for v in f.updated_checks.values())
+        return (f"llmppl changes to {f.path.name} written to {self.settings.file_changes}: "
+                f"{plural(len(f.updated), 'baseline')} and {plural(n_checks, 'check')} recorded; combine the shards "
+                f"with python -m pytest_llmppl merge --baselines {f.path.name} SHARD...")
 
     def version_note(self) -> str | None:
         """A header line when the committed file was recorded with other torch/transformers."""

@@ -283,6 +283,9 @@ class Settings:
                                     path=True)
     update_baselines: bool = setting(False, parse_bool,
                                      "measure baselines afresh and write them to --ppl-baselines", flag=True)
+    file_changes: str | None = setting(
+        None, _text, "with --ppl-update-baselines: write this run's changes to the committed file here instead of "
+        "rewriting it (one shard of a split suite; combine them with python -m pytest_llmppl merge)", path=True)
     strict: bool = setting(False, parse_bool, "a baseline missing from --ppl-baselines fails instead of being measured",
                            flag=True)
     report: str | None = setting(None, _text, "write a JSON report to this file", path=True)

@@ -28,6 +28,9 @@ def check_settings(settings: Settings, worker_id: str | None, where: dict[str, s
             "ini key left over turns a strict CI run into a recording one)")
     if settings.update_baselines and not settings.baselines:
         raise SettingsError("--ppl-update-baselines needs --ppl-baselines=FILE to write to")
+    if settings.file_changes and not settings.update_baselines:
+        raise SettingsError(f"{origin('file_changes')} goes with --ppl-update-baselines: it is where a refresh run "
+                            "writes its changes to the committed file")
     if settings.strict and not settings.baselines:
         raise SettingsError("--ppl-strict needs --ppl-baselines=FILE to read committed baselines from")
     try:

@@ -22,6 +22,7 @@ def test_x(model, tok, ppl_of):
     (["--ppl-corpus=missing/test.txt"], "*--ppl-corpus: corpus file missing/test.txt does not exist*"),
     (["--ppl-corpus=wikitext3"], "*--ppl-corpus: unknown corpus 'wikitext3'*"),
     (["--ppl-strict"], "*--ppl-strict needs --ppl-baselines=FILE*"),
+    (["--ppl-file-changes=shard.json"], "*--ppl-file-changes goes with --ppl-update-baselines*"),
 ])
 def test_bad_values_are_usage_errors_at_start_up(pytester, args, message):
     if args == ["--ppl-device=cuda"]:
