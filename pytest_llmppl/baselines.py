@@ -328,14 +328,18 @@ class BaselinesFile:
             entry = _keep_committed(committed, entry)
         self.updated[file_key] = entry
 
-    def name_entries(self, finished: set[str]) -> None:
+    def name_entries(self, finished: set[str], seen: set[str], whole_files: set[str]) -> None:
         """A recorded baseline is named by the first test id (sorted) known to use it: those of this
-        run, and the committed entry's own test if that did not run (``finished``: tests that ran
-        to their end).  So a refresh of part of a suite, or two branches that each add a test,
-        leave the name as it was (no diff, no merge conflict)."""
+        run, and the committed entry's own test if that did not run to its end here (``finished``)
+        and is not gone (missing from a file this run collected whole).  So a refresh of part of a
+        suite, or two branches that each add a test, leave the name as it was (no diff, no merge
+        conflict)."""
         for key, entry in self.updated.items():
             named = self.entries.get(key, {}).get("test")
-            if isinstance(named, str) and named not in finished and named < entry["test"]:
+            if not isinstance(named, str) or named in finished:
+                continue
+            gone = named.split("::")[0] in whole_files and named not in seen
+            if not gone and named < entry["test"]:
                 self.updated[key] = {**entry, "test": named}
 
     def record_check(self, test: str, index: int, entry: dict[str, Any]) -> None:

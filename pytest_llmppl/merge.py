@@ -50,8 +50,9 @@ def merge_shards(committed: Path, shards: dict[str, FileChanges]) -> ShardsMerge
         file.used.update(changes.used)
     passed, seen, finished = (set().union(*(getattr(c, name) for c in ordered)) for name in
                               ("passed", "seen", "finished"))
-    file.name_entries(finished)
-    stale, stale_checks = file.stale(passed, seen, _whole_files(ordered, finished))
+    whole_files = _whole_files(ordered, finished)
+    file.name_entries(finished, seen, whole_files)
+    stale, stale_checks = file.stale(passed, seen, whole_files)
     suite = set().union(*(c.suite or () for c in ordered))
     return ShardsMerged(file.render(drop=stale, drop_checks=stale_checks), len(file.updated),
                         sum(len(v) for v in file.updated_checks.values()), len(stale) + len(stale_checks),

@@ -696,7 +696,7 @@ class PPLSession:
         if self.file is not None and self.settings.file_changes:
             lines.append(self._write_changes(narrowed))  # names as this run used them: merge names them
         elif self.file is not None and self.settings.update_baselines:
-            self.file.name_entries(self.finished)
+            self.file.name_entries(self.finished, self.seen, whole_files)
             stale, stale_checks = self.file.stale(self.passed, self.seen, whole_files)
             kept = self.file.unfinished(self.to_run - self.finished)
             if kept:

@@ -122,6 +122,9 @@ def test_b(model, tok, ppl_baseline):
     pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=2)
     (entry,) = json.loads(path.read_text())["baselines"].values()
     assert entry["test"] == "test_suite.py::test_a"
+    before = path.read_bytes()  # a refresh of test_b alone: test_a did not run, still uses it, names it
+    pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines", "--ppl-remeasure", "-k", "test_b")
+    assert path.read_bytes() == before
     project(pytester, two.split("def test_b")[0].replace("test_a", "test_b"))  # test_a deleted
     pytester.runpytest(f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=1)
     (entry,) = json.loads(path.read_text())["baselines"].values()
