@@ -21,8 +21,10 @@ def _verdicts(data: dict) -> list:
 
 def test_xdist_matches_serial(pytester):
     project(pytester, SUITE)
-    serial = pytester.runpytest("--ppl-report=serial.json", "--ppl-cache-dir=serial-cache", "--ppl-batch-size=4")
+    serial = pytester.runpytest("--ppl-report=serial.json", "--ppl-cache-dir=serial-cache", "--ppl-batch-size=4",
+                                "--ppl-baselines=b.json", "--ppl-update-baselines")
     outcomes = serial.parseoutcomes()
+    recorded = (pytester.path / "b.json").read_bytes()
     forwards(pytester)
     parallel = pytester.runpytest("-n2", "--ppl-report=parallel.json", "--ppl-cache-dir=parallel-cache",
                                   "--ppl-report-md=summary.md", "--ppl-batch-size=4")
@@ -34,6 +36,11 @@ def test_xdist_matches_serial(pytester):
     assert "llmppl perplexity summary" in parallel.stdout.str()
     assert (pytester.path / "summary.md").read_text().count("| `test_suite.py::test_guard_") == 6
     assert len(list((pytester.path / "parallel-cache" / "results").glob("*/*.entry"))) == 3
+    # One pytest-split shard refreshed over two workers (which deselect in the workers): the other
+    # shard's records are kept, not taken for tests gone from the file.
+    shard = pytester.runpytest("-n2", "--splits=2", "--group=1", "--ppl-cache-dir=serial-cache", "--ppl-batch-size=4",
+                               "--ppl-baselines=b.json", "--ppl-update-baselines")
+    assert "3 deselected" in shard.stdout.str() and (pytester.path / "b.json").read_bytes() == recorded
 
 
 def test_n4_run_over_a_shared_cache_with_a_corrupted_entry(pytester):

@@ -12,11 +12,12 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 from pytest_llmppl.cli import main as cli
 from pytest_llmppl.errors import BaselineError
 from pytest_llmppl.file_changes import FileChanges
 from pytest_llmppl.merge import merge_shards
+
+from conftest import ROOT
 
 GONE = "test_pruning_budget.py::test_removed_from_the_file"  # a record whose test no longer exists
 
@@ -58,17 +59,20 @@ def _records(report, folder):
     return sorted(({k: v for k, v in r.items() if k not in drop} for r in rows), key=lambda r: (r["test"], r["kind"]))
 
 
+@pytest.mark.heavy
 def test_three_shards_refresh_merge_and_diff_as_one_unsplit_run(tmp_path, capsys):
     committed = ROOT / "examples" / "ppl-baselines.json"
     whole, split = tmp_path / "whole", tmp_path / "split"
     whole.mkdir(), split.mkdir()
     whole_file, split_file = _project(whole, committed), _project(split, committed)
     before = split_file.read_bytes()
-    runs = [_start(whole, tmp_path / "store-whole", "--ppl-update-baselines", f"--ppl-report={tmp_path / 'whole.json'}"),
-            _start(split, tmp_path / "store-check", f"--ppl-report={tmp_path / 'check.json'}")]  # the refactor's CI run
-    runs += [_start(split, tmp_path / f"store-{i}", "--splits=3", f"--group={i}", "--splitting-algorithm=least_duration", "--ppl-update-baselines",
-                    f"--ppl-file-changes={tmp_path / f'changes-{i}.json'}", f"--ppl-report={tmp_path / f'report-{i}.json'}")
-             for i in (1, 2, 3)]
+    refresh = ("--ppl-update-baselines",)
+    runs = [_start(whole, tmp_path / "store-whole", *refresh, f"--ppl-report={tmp_path / 'whole.json'}"),
+            _start(split, tmp_path / "store-check", f"--ppl-report={tmp_path / 'check.json'}")]  # the refactor's CI
+    for i in (1, 2, 3):
+        shard = ("--splits=3", f"--group={i}", "--splitting-algorithm=least_duration")
+        runs.append(_start(split, tmp_path / f"store-{i}", *shard, *refresh, f"--ppl-report={tmp_path}/report-{i}.json",
+                           f"--ppl-file-changes={tmp_path}/changes-{i}.json"))
     outs = [_finish(p) for p in runs]
     assert "changes to ppl-baselines.json written to" in outs[2] and split_file.read_bytes() == before
 
@@ -173,7 +177,8 @@ def test_git_merges_two_refreshed_branches_without_a_hand_edit(tmp_path):
     nll = [x * 1.1 for x in record["window_nll"]]
     other = {**record, "window_nll": nll, "ppl": ppl_from(nll, record["window_weight"])}
     git("checkout", "-qb", "three"), write({"test_x.py::test_one": [other]}), git("commit", "-qam", "three")
-    git("checkout", "-q", "main"), write({"test_x.py::test_one": [{**record, "window_nll": record["window_nll"][::-1]}]})
+    reversed_nll = {**record, "window_nll": record["window_nll"][::-1]}  # the same PPL, other windows' numbers
+    git("checkout", "-q", "main"), write({"test_x.py::test_one": [reversed_nll]})
     git("commit", "-qam", "four")
     clash = git("merge", "-q", "three", "-m", "merge")
     assert clash.returncode != 0 and "conflict in ppl-baselines.json: checks of test_x.py::test_one" in clash.stderr
