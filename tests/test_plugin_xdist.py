@@ -40,7 +40,7 @@ def test_xdist_matches_serial(pytester):
     # shard's records are kept, not taken for tests gone from the file.
     shard = pytester.runpytest("-n2", "--splits=2", "--group=1", "--ppl-cache-dir=serial-cache", "--ppl-batch-size=4",
                                "--ppl-baselines=b.json", "--ppl-update-baselines")
-    assert "[pytest-split] Running group 1/2" in shard.stdout.str()
+    assert sum(shard.parseoutcomes().get(k, 0) for k in ("passed", "failed")) == 3  # its half of the six
     assert (pytester.path / "b.json").read_bytes() == recorded
 
 
