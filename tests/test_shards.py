@@ -183,3 +183,16 @@ def test_git_merges_two_refreshed_branches_without_a_hand_edit(tmp_path):
     clash = git("merge", "-q", "three", "-m", "merge")
     assert clash.returncode != 0 and "conflict in ppl-baselines.json: checks of test_x.py::test_one" in clash.stderr
     json.loads((tmp_path / "ppl-baselines.json").read_text())  # still a valid file
+
+
+def test_diff_reads_the_old_file_from_stdin_and_says_when_nothing_changed(monkeypatch, capsys):
+    """``git show main:FILE | python -m pytest_llmppl diff - FILE``; bad input is one message."""
+    import io
+
+    committed = ROOT / "examples" / "ppl-baselines.json"
+    monkeypatch.setattr("sys.stdin", io.StringIO(committed.read_text()))
+    assert cli(["diff", "-", str(committed)]) == 0
+    assert capsys.readouterr().out.strip() == "0 changed, 0 added, 0 removed, 4 unchanged"
+    assert cli(["diff", "-", "-"]) == 2 and "only one of OLD and NEW" in capsys.readouterr().err
+    assert cli(["merge", str(committed)]) == 2
+    assert "neither a --ppl-file-changes file" in capsys.readouterr().err
