@@ -75,6 +75,9 @@ def _merge(args: Any) -> int:
         kept = f"; {done.kept_unfinished} kept of tests that did not run to their end" if done.kept_unfinished else ""
         print(f"llmppl: {len(changes)} shards merged into {target}: {done.baselines} baselines and {done.checks} "
               f"checks recorded, {done.removed} unused removed{kept}", file=sys.stderr)
+        if done.not_run:
+            print(f"llmppl: {done.not_run} tests of the suite were run by none of these shards (a shard's file "
+                  "missing?): their records are kept as they were", file=sys.stderr)
     if reports:
         from .shard_reports import merge_reports
 

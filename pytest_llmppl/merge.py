@@ -26,6 +26,7 @@ class ShardsMerged:
     checks: int
     removed: int
     kept_unfinished: int    # records of tests that did not run to their end in any shard
+    not_run: int            # tests of the suite no shard reported (a shard missing from the inputs?)
 
 
 def merge_shards(committed: Path, shards: dict[str, FileChanges]) -> ShardsMerged:
@@ -56,7 +57,7 @@ def merge_shards(committed: Path, shards: dict[str, FileChanges]) -> ShardsMerge
     suite = set().union(*(c.suite or () for c in ordered))
     return ShardsMerged(file.render(drop=stale, drop_checks=stale_checks), len(file.updated),
                         sum(len(v) for v in file.updated_checks.values()), len(stale) + len(stale_checks),
-                        file.unfinished((suite | seen) - finished))
+                        file.unfinished((suite | seen) - finished), len(suite - seen))
 
 
 def _whole_files(shards: list[FileChanges], finished: set[str]) -> set[str]:

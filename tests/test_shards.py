@@ -91,7 +91,9 @@ def test_three_shards_refresh_merge_and_diff_as_one_unsplit_run(tmp_path, capsys
 
     # One shard of three, merged alone: the other groups' records (and the gone test's) are kept.
     split_file.write_bytes(before)
+    capsys.readouterr()
     assert cli(["merge", "--baselines", str(split_file), shards[0]]) == 0
+    assert "were run by none of these shards" in capsys.readouterr().err
     alone = json.loads(split_file.read_text())["checks"]
     assert set(alone) == set(json.loads(before)["checks"])
     ran = set(FileChanges.from_json(json.loads((tmp_path / "changes-1.json").read_text()), "1").checks)
