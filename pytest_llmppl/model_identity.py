@@ -98,21 +98,27 @@ def weights_description(model: Any, zeros: dict[str, int] | None = None) -> list
     describe = Describer()
     params = {n for n, _ in model.named_parameters(remove_duplicate=False)} if zeros is not None else set()
     items: list[Any] = []
-    tensors: list[tuple[str, Any]] = []
+    on_device: list[tuple[list[Any], Any]] = []  # hashed together after the walk: one wait for the device
     for name, value in model_tensors(model):
-        if hasattr(value, "shape") and hasattr(value, "dtype"):
-            tensors.append((name, value))
-            items.append([name, list(value.shape), str(value.dtype)])
-        else:
+        if not (hasattr(value, "shape") and hasattr(value, "dtype")):
             items.append([name, describe(value)])
-    hashed = iter(hashes_and_zeros([(value, name in params) for name, value in tensors]))  # one wait
-    for item in items:
-        if len(item) == 3:
-            fingerprint, n_zeros = next(hashed)
-            if zeros is not None and item[0] in params:
-                zeros[item[0]] = n_zeros
-            item.append(fingerprint)
+            continue
+        item = [name, list(value.shape), str(value.dtype)]
+        items.append(item)
+        if getattr(value, "is_cuda", False):
+            on_device.append((item, value))
+        else:  # now, one at a time: a disk-offloaded weight is read, hashed and let go
+            _hashed(item, hashes_and_zeros([(value, name in params)])[0], params, zeros)
+    for (item, _), hashed in zip(on_device, hashes_and_zeros([(v, item[0] in params) for item, v in on_device])):
+        _hashed(item, hashed, params, zeros)
     return items
+
+
+def _hashed(item: list[Any], hashed: tuple[str, int], params: set[str], zeros: dict[str, int] | None) -> None:
+    fingerprint, n_zeros = hashed
+    if zeros is not None and item[0] in params:
+        zeros[item[0]] = n_zeros
+    item.append(fingerprint)
 
 
 def model_tensors(model: Any) -> Iterator[tuple[str, Any]]:
