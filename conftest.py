@@ -74,7 +74,7 @@ def cache_dir(tmp_path):
 @pytest.fixture(autouse=True)
 def _fresh_memo():
     """Each test starts without the in-process corpus/token memo, so disk behaviour is visible."""
-    from pytest_llmppl import corpus, tokens
+    from pytest_llmppl.measure import corpus, tokens
 
     corpus._MEMO.clear()
     corpus._FAILED.clear()

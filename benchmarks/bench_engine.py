@@ -119,8 +119,8 @@ def build(shape: dict, device, dtype):
 
 
 def run_case(name, model, ids, seqlen, device, repeats=1, engine_only=False):
-    from pytest_llmppl.engine import evaluate_ids
-    from pytest_llmppl.perplexity_result import ppl_from
+    from pytest_llmppl.measure.engine import evaluate_ids
+    from pytest_llmppl.measure.perplexity_result import ppl_from
 
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     tokens = (ids.numel() // seqlen) * seqlen

@@ -35,8 +35,8 @@ def _best_of(fn, repeat: int = 3) -> float:
 def cpu_rows() -> list[dict]:
     import torch
 
-    from pytest_llmppl.device_hash import _torch_hash
-    from pytest_llmppl.fingerprint import tensor_hash
+    from pytest_llmppl.identity.device_hash import _torch_hash
+    from pytest_llmppl.identity.fingerprint import tensor_hash
 
     torch.set_num_threads(1)
     rows = []
@@ -54,7 +54,7 @@ def cpu_rows() -> list[dict]:
 def gpu_rows() -> list[dict]:
     import torch
 
-    from pytest_llmppl.device_hash import Zeros, _torch_hash, _triton_hash, zeros_of
+    from pytest_llmppl.identity.device_hash import Zeros, _torch_hash, _triton_hash, zeros_of
 
     t = torch.empty(6_500_000_000, dtype=torch.bfloat16, device="cuda").normal_()
     t[::7] = 0  # some zeros to count (and -0.0, which counts as zero)
@@ -83,8 +83,8 @@ def walk_rows() -> list[dict]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from pytest_llmppl.fingerprint import digest
-    from pytest_llmppl.model_identity import _config, _tree
+    from pytest_llmppl.identity.fingerprint import digest
+    from pytest_llmppl.identity.model_identity import _config, _tree
 
     config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                          num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)

@@ -93,7 +93,7 @@ def main() -> int:
     for name in args.shapes.split(","):
         rows.append(run_shape(name, shapes[name], args.device, args.ratio))
         print(format_table(rows[-1:]), flush=True)
-    from pytest_llmppl.identity import package_version  # torch_pruning.__version__ lags its release
+    from pytest_llmppl.identity.spec import package_version  # torch_pruning.__version__ lags its release
 
     meta = {"device": args.device, "ratio": args.ratio, "torch": torch.__version__,
             "transformers": transformers.__version__, "torch_pruning": package_version("torch-pruning"),

@@ -27,8 +27,8 @@ def main(argv=None) -> int:
     import torch
     from bench_engine import CPU_SHAPES, GPU_SHAPES, build
 
-    from pytest_llmppl.divergence import TOP_K
-    from pytest_llmppl.engine import evaluate_ids
+    from pytest_llmppl.measure.divergence import TOP_K
+    from pytest_llmppl.measure.engine import evaluate_ids
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="llama-3-8b")

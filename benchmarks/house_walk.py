@@ -25,17 +25,24 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def modules() -> list[str]:
+    """The package's modules, dotted from the package root (``session``, ``judge.decision``)."""
+    return sorted(".".join(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py")
+                  if not p.stem.startswith("__"))
+
+
 def imports_of(module: str) -> set[str]:
     """The package's modules that ``module`` imports, anywhere in its source."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
-    found = set()
+    tree = ast.parse(PACKAGE.joinpath(*module.split(".")).with_suffix(".py").read_text(encoding="utf-8"))
+    here, known, found = module.split(".")[:-1], set(modules()), set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:
-                found.update(alias.name for alias in node.names)
-    return {m for m in found if (PACKAGE / f"{m}.py").exists() and m != module}
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[:len(here) - (node.level - 1)]
+            target = ".".join([*base, *(node.module or "").split(".")]).strip(".")
+            for alias in node.names:
+                found.add(f"{target}.{alias.name}".strip(".") if f"{target}.{alias.name}".strip(".") in known
+                          else target)
+    return {m for m in found if m in known and m != module}
 
 
 @cache
@@ -46,10 +53,10 @@ def floor(module: str) -> int:
 
 @cache
 def _floors() -> dict[str, int]:
-    modules = [p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__")]
-    graph = {m: imports_of(m) for m in modules}
-    reach = {m: _reachable(graph, m) for m in modules}
-    group = {m: frozenset({m} | {n for n in reach[m] if m in reach[n]}) for m in modules}
+    names = modules()
+    graph = {m: imports_of(m) for m in names}
+    reach = {m: _reachable(graph, m) for m in names}
+    group = {m: frozenset({m} | {n for n in reach[m] if m in reach[n]}) for m in names}
     height: dict[frozenset, int] = {}
 
     def up(g: frozenset) -> int:
@@ -58,7 +65,7 @@ def _floors() -> dict[str, int]:
             height[g] = 1 + max((up(b) for b in below), default=-1)
         return height[g]
 
-    return {m: up(group[m]) for m in modules}
+    return {m: up(group[m]) for m in names}
 
 
 def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -78,10 +85,8 @@ def property_code() -> set:
     import inspect
 
     found = set()
-    for path in PACKAGE.glob("*.py"):
-        if path.stem.startswith("__"):
-            continue
-        module = importlib.import_module(f"pytest_llmppl.{path.stem}")
+    for name in modules():
+        module = importlib.import_module(f"pytest_llmppl.{name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
             for value in vars(cls).values():
                 getter = value.fget if isinstance(value, property) else \

@@ -68,7 +68,7 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pytest_llmppl.divergence import bytes_per_token, dense_topk, token_divergence, window_noise
+    from pytest_llmppl.measure.divergence import bytes_per_token, dense_topk, token_divergence, window_noise
 
     text = (ROOT / "fixtures" / "corpus" / "test.txt").read_text(encoding="utf-8")
     rows = []

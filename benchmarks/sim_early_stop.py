@@ -33,14 +33,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_llmppl.stats import EarlyDecision  # noqa: E402
+from pytest_llmppl.judge.stats import EarlyDecision  # noqa: E402
 
 
 def real_cases(seqlen: int = 128):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pytest_llmppl.engine import evaluate_ids
+    from pytest_llmppl.measure.engine import evaluate_ids
     from pytest_llmppl.pruning import prune_causal_lm
 
     tiny = ROOT / "fixtures" / "tiny-llama"

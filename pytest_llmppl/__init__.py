@@ -18,11 +18,11 @@ def __getattr__(name: str) -> Any:
 
         return evaluate
     if name == "load_corpus":
-        from .corpus import load_corpus
+        from .measure.corpus import load_corpus
 
         return load_corpus
     if name == "PerplexityResult":
-        from .perplexity_result import PerplexityResult
+        from .measure.perplexity_result import PerplexityResult
 
         return PerplexityResult
     raise AttributeError(f"module 'pytest_llmppl' has no attribute {name!r}")

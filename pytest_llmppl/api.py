@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cache import CacheWarning, Store, StoreRefused
-from .corpus import Corpus
-from .measurement import prepare, resolve_tokenizer, run
-from .perplexity_result import PerplexityResult
+from .keep.store import CacheWarning, Store, StoreRefused
+from .measure.corpus import Corpus
+from .measure.measurement import prepare, resolve_tokenizer, run
+from .measure.perplexity_result import PerplexityResult
 
 __all__ = ["evaluate", "resolve_tokenizer"]
 

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stores(args: Any) -> list[Path]:
     """The stores this command sees: the one given (or the user default) and pytest's own."""
-    from .cache import default_cache_dir
+    from .keep.store import default_cache_dir
 
     roots = [Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()]
     pytest_store = Path(args.rootdir) / ".pytest_cache" / "d" / "llmppl"
@@ -90,7 +90,7 @@ def _stores(args: Any) -> list[Path]:
 
 
 def _cache(args: Any) -> int:
-    from .cache import Store
+    from .keep.store import Store
 
     if args.action == "prune":
         if args.unused_days is None and args.max_size is None:
@@ -164,7 +164,7 @@ def _settings(args: Any) -> Settings:
 
 def _eval(args: Any) -> int:
     from .api import evaluate
-    from .measurement import resolve_tokenizer
+    from .measure.measurement import resolve_tokenizer
     from .startup import check_device
 
     settings = _settings(args)

@@ -45,12 +45,12 @@ def run(args: Any) -> int:
 
 
 def _merge(args: Any) -> int:
-    from .files import write_text_file
+    from .keep.files import write_text_file
 
     if args.git:
         if args.inputs or args.baselines or args.report or args.markdown or len(args.git) not in (3, 4):
             raise SettingsError("merge --git BASE OURS THEIRS [NAME] takes nothing else (git's %O %A %B %P)")
-        from .merge import merge_branches
+        from .keep.merge import merge_branches
 
         base, ours, theirs = (Path(p) for p in args.git[:3])
         merged = merge_branches(base, ours, theirs)
@@ -67,7 +67,7 @@ def _merge(args: Any) -> int:
     if changes:
         if not args.baselines:
             raise SettingsError("merge: file changes need --baselines FILE, the committed file the shards started from")
-        from .merge import merge_shards
+        from .keep.merge import merge_shards
 
         done = merge_shards(Path(args.baselines), changes)
         target = Path(args.out or args.baselines)
@@ -79,7 +79,7 @@ def _merge(args: Any) -> int:
             print(f"llmppl: {done.not_run} tests of the suite were run by none of these shards (a shard's file "
                   "missing?): their records are kept as they were", file=sys.stderr)
     if reports:
-        from .shard_reports import merge_reports
+        from .report.shard_reports import merge_reports
 
         text, md = merge_reports(reports)
         if args.report:
@@ -95,8 +95,8 @@ def _merge(args: Any) -> int:
 
 def _read_inputs(paths: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(file changes by name, reports by name), told apart by their format field."""
-    from .file_changes import CHANGES_FORMAT, FileChanges
-    from .report import REPORT_FORMAT
+    from .keep.file_changes import CHANGES_FORMAT, FileChanges
+    from .report.render import REPORT_FORMAT
 
     changes, reports = {}, {}
     for path in paths:
@@ -121,7 +121,7 @@ def _json(path: str) -> Any:
 
 
 def _diff(args: Any) -> int:
-    from .file_diff import diff_files, markdown, terminal
+    from .report.file_diff import diff_files, markdown, terminal
 
     if args.old == "-" and args.new == "-":
         raise SettingsError("diff: only one of OLD and NEW can come from stdin")
@@ -135,7 +135,7 @@ def _committed(path: str) -> dict[str, Any]:
     """A committed file's entries, validated as the plugin reads them (an empty file: none)."""
     import tempfile
 
-    from .baselines import BaselinesFile
+    from .keep.baselines import BaselinesFile
 
     text = sys.stdin.read() if path == "-" else _text(path)
     if not text.strip():
@@ -158,8 +158,8 @@ def _text(path: str) -> str:
 
 
 def _durations(args: Any) -> int:
-    from .durations import test_durations
-    from .files import write_text_file
+    from .keep.files import write_text_file
+    from .report.durations import test_durations
 
     reports = [_json(p) for p in args.reports]
     durations = test_durations(reports)

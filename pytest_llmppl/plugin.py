@@ -75,11 +75,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(config, "cache", None) is not None and not os.environ.get("PYTEST_LLMPPL_CACHE_DIR"):
         cache_root = config.cache.mkdir("llmppl")
     if str(auto_device or settings.device or "").startswith("cuda"):
-        from .device_hash import prewarm
+        from .identity.device_hash import prewarm
 
         prewarm(auto_device or settings.device or "cuda")
     session = PPLSession(settings, file=file, auto_device=auto_device, cache_root=cache_root)
-    from .progress import progress_for
+    from .report.progress import progress_for
 
     session.progress = progress_for(config)
     run_id = getattr(config, "workerinput", {}).get("llmppl_run_id")
@@ -335,7 +335,7 @@ class RunHooks:
         if hasattr(self.config, "workerinput"):
             return
         if self.session.collected:
-            from .report import terminal_table
+            from .report.render import terminal_table
 
             terminalreporter.write_sep("=", "llmppl perplexity summary")
             terminalreporter.write_line(terminal_table(self.session.records()))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import LLMPPLError, warn_at_user
-from .report_records import (
+from .judge.records import (
     AgainstRecord,
     BaselineRecord,
     MeasureRecord,
@@ -35,10 +35,10 @@ from .report_records import (
 from .settings import Budget, Settings
 
 if TYPE_CHECKING:  # loaded on first use: a run that calls no ppl fixture never imports them
-    from .baselines import BaselinesFile
-    from .decision import Recorded
-    from .identity import MeasurementSpec
-    from .perplexity_result import PerplexityResult
+    from .identity.spec import MeasurementSpec
+    from .judge.decision import Recorded
+    from .keep.baselines import BaselinesFile
+    from .measure.perplexity_result import PerplexityResult
 
 
 WAITED = "waited"
@@ -170,25 +170,25 @@ class PPLSession:
     def store(self) -> Any:
         """The local store, opened on first use; None with --ppl-no-cache."""
         if self._store is None and not self.settings.no_cache and not self._refused:
-            from .cache import Store, StoreRefused
+            from .keep.store import Store, StoreRefused
 
             try:
                 self._store = Store(self.settings.cache_dir or self.cache_root)
             except StoreRefused as exc:
-                from .cache import CacheWarning
+                from .keep.store import CacheWarning
 
                 self._refused = True
                 warn_at_user(str(exc), CacheWarning)
         return self._store
 
     def _results(self) -> Any:
-        from .result_store import ResultStore
+        from .keep.result_store import ResultStore
 
         return ResultStore(self.store) if self.store is not None else None
 
     # -- identifying a call ----------------------------------------------------------
     def _call(self, model: Any, tokenizer: Any, overrides: dict[str, Any], fixture: str, test: str = "") -> Call:
-        from .measurement import prepare_and_identify
+        from .measure.measurement import prepare_and_identify
 
         check_arguments(model, tokenizer, fixture)
         settings = self.settings.with_overrides(**overrides)
@@ -248,7 +248,7 @@ class PPLSession:
             return result, Source.MEASURED
 
     def _forward(self, model: Any, call: Call, order: list[int] | None, stop: Any) -> PerplexityResult:
-        from .measurement import run
+        from .measure.measurement import run
 
         s = call.settings
         shown = self.progress(call.label) if self.progress is not None else None
@@ -310,7 +310,7 @@ class PPLSession:
 
     def baseline(self, model: Any, tokenizer: Any = None, test: str = "", **overrides: Any) -> Baseline:
         """``ppl_baseline``: from the committed file, memory, the store, or measured once."""
-        from .divergence import TOP_K
+        from .measure.divergence import TOP_K
 
         t0 = time.perf_counter()
         call = self._call(model, tokenizer, overrides, "ppl_baseline", test)
@@ -334,7 +334,7 @@ class PPLSession:
               **overrides: Any) -> PerplexityResult:
         """``ppl_check``: serve or measure the candidate, decide against ``baseline + budget`` and
         against this check's recorded result ``+ regression tolerance``."""
-        from .decision import decide, early_rules
+        from .judge.decision import decide, early_rules
 
         t0 = time.perf_counter()
         call = self._call(model, tokenizer, overrides, "ppl_check", test)
@@ -385,7 +385,7 @@ class PPLSession:
             record = dataclasses.replace(record, notes=record.notes + self._wait_note(call))
         self.pending.append(record)
         if record.verdict is not Verdict.PASS:
-            from .decision import failure_message
+            from .judge.decision import failure_message
 
             raise PPLFailure(failure_message(record))
         return result
@@ -403,7 +403,7 @@ class PPLSession:
         read: list[Any] = []  # the store is read once per baseline
 
         def make(forward: bool = True) -> PerplexityResult:
-            from .measurement import function_fingerprint
+            from .measure.measurement import function_fingerprint
 
             if not read:
                 read.append(results.topk(call.spec) if results is not None and from_store else None)
@@ -439,7 +439,7 @@ class PPLSession:
             return None
         dense = base.identity.model
         if dense == call.identity.model:
-            from .divergence import TOP_K, KLDivergence
+            from .measure.divergence import TOP_K, KLDivergence
 
             tokens = sum(result.window_weight) - (result.n_windows if result.protocol == "torch-pruning" else 0)
             return KLDivergence.identical(TOP_K, int(tokens), result.n_windows)
@@ -508,7 +508,7 @@ class PPLSession:
         call.learn_windows(hit.entry["n_windows_total"])
         recorded_kl = hit.entry.get("kl")
         if isinstance(recorded_kl, dict) and isinstance(recorded_kl.get("dense_model_fingerprint"), str):
-            from .divergence import KLDivergence
+            from .measure.divergence import KLDivergence
 
             self._kl.setdefault((call.spec.key, recorded_kl["dense_model_fingerprint"]),
                                 KLDivergence.from_json(recorded_kl))
@@ -518,7 +518,7 @@ class PPLSession:
         if notes and baseline:
             warn_at_user(f"{call.model_name}: {'; '.join(notes)} (numbers may differ slightly; refresh with "
                           "--ppl-update-baselines)", BaselineMismatchWarning)
-        from .baselines import entry_result
+        from .keep.baselines import entry_result
 
         return self._with_argmax(entry_result(hit.entry, call.spec), call), notes
 
@@ -539,8 +539,8 @@ class PPLSession:
         """This check's recorded result, when it can be compared (same settings, device type and
         dtype); a missing record fails under ``--ppl-strict``, a record made with other settings
         warns (fails under strict)."""
-        from .baselines import entry_result
-        from .decision import NO_RECORD, Recorded
+        from .judge.decision import NO_RECORD, Recorded
+        from .keep.baselines import entry_result
 
         tolerance = call.settings.regression_tolerance
         if self.file is None:
@@ -611,7 +611,7 @@ class PPLSession:
             warn_at_user(f"baseline for {call.model_name} is {result.ppl} (not finite): not recorded in "
                           f"{self.file.path}", BaselineMismatchWarning)
             return
-        from .baselines import entry_for
+        from .keep.baselines import entry_for
 
         self.file.record(call.spec.file_key, entry_for(result, call.spec, test=test, model=call.model_name,
                                                        file_dir=self.file.folder))
@@ -627,7 +627,7 @@ class PPLSession:
             warn_at_user(f"check {index + 1} of {test}: PPL {result.ppl} is not a complete finite result: not "
                           f"recorded in {self.file.path}", BaselineMismatchWarning)
             return
-        from .baselines import entry_for
+        from .keep.baselines import entry_for
 
         entry = entry_for(result, call.spec, test=test, model=call.model_name, file_dir=self.file.folder)
         if kl is not None and base is not None and base.identity is not None:
@@ -690,8 +690,8 @@ class PPLSession:
         lines: list[str] = []
         if self.file is None and not (self.settings.report or self.settings.report_md):
             return lines
-        from .files import write_text_file
-        from .report import plural
+        from .keep.files import write_text_file
+        from .report.render import plural
 
         if self.file is not None and self.settings.file_changes:
             lines.append(self._write_changes(narrowed))  # names as this run used them: merge names them
@@ -716,7 +716,7 @@ class PPLSession:
                 lines.append(f"llmppl: {plural(unguarded, 'check')} ran without a record in {self.file.path.name}: the "
                              "regression and size guards were off for them; record them with --ppl-update-baselines")
         if self.settings.report or self.settings.report_md:
-            from . import report
+            from .report import render as report
 
             if self.settings.report:
                 write_text_file(self.settings.report,
@@ -729,9 +729,9 @@ class PPLSession:
 
     def _write_changes(self, narrowed: bool) -> str:
         """``--ppl-file-changes``: this run's part of a refresh, for ``merge`` (the file is left as it is)."""
-        from .file_changes import FileChanges, file_sha256
-        from .files import write_text_file
-        from .report import plural
+        from .keep.file_changes import FileChanges, file_sha256
+        from .keep.files import write_text_file
+        from .report.render import plural
 
         f = self.file
         assert f is not None and self.settings.file_changes is not None
@@ -749,7 +749,7 @@ class PPLSession:
         """A header line when the committed file was recorded with other torch/transformers."""
         if self.file is None:
             return None
-        from .identity import software_versions
+        from .identity.spec import software_versions
 
         here = software_versions()
         other = sorted(v for v in self.file.recorded_versions() if v != (here["torch"], here["transformers"]))
@@ -803,7 +803,7 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def _unpack_baseline(baseline: Any) -> tuple[PerplexityResult | None, Source, float]:
-    from .perplexity_result import PerplexityResult
+    from .measure.perplexity_result import PerplexityResult
 
     if isinstance(baseline, Baseline):
         return baseline.result, baseline.source, float(baseline)
@@ -820,7 +820,7 @@ def _unpack_baseline(baseline: Any) -> tuple[PerplexityResult | None, Source, fl
 
 def recorded_size(entry: dict[str, Any]) -> Any:
     """The size facts a committed entry recorded (None before 0.4; validated on load)."""
-    from .size_facts import SizeFacts
+    from .identity.size_facts import SizeFacts
 
     return SizeFacts.from_json(entry["size"]) if isinstance(entry.get("size"), dict) else None
 
@@ -860,7 +860,7 @@ def load_file(settings: Settings) -> BaselinesFile | None:
     """The committed file, validated now (so a malformed one is a start-up error)."""
     if not settings.baselines:
         return None
-    from .baselines import BaselinesFile
+    from .keep.baselines import BaselinesFile
 
     return BaselinesFile.load(settings.baselines, must_exist=settings.strict and not settings.update_baselines,
                               replacing=settings.update_baselines)

@@ -351,7 +351,7 @@ class Settings:
         flags = {"cache=off": self.no_cache, "remeasure": self.remeasure,
                  f"early_stop@{self.confidence:g}": self.early_stop}
         parts += [text for text, on in flags.items() if on]
-        from .identity import software_versions
+        from .identity.spec import software_versions
 
         versions = software_versions()
         parts.append(f"torch={versions['torch']} transformers={versions['transformers']}")

@@ -15,7 +15,7 @@ from .settings import Settings
 def check_settings(settings: Settings, worker_id: str | None, where: dict[str, str] | None = None) -> str | None:
     """Raise SettingsError for settings that cannot work here, naming where each came from
     (``where``: ``settings.origins``); return what ``auto`` resolved to."""
-    from .corpus import check_spec
+    from .measure.corpus import check_spec
     from .settings import option_flag
 
     def origin(name: str) -> str:
@@ -48,7 +48,7 @@ def auto_device(worker_id: str | None, pin: bool = True) -> str:
     """What ``auto`` means here; at start-up (``pin``) this process is also pinned to its GPU
     (one per xdist worker) before CUDA is initialised.  A torch built without CUDA is the CPU,
     whatever ``CUDA_VISIBLE_DEVICES`` a GPU runner's environment sets."""
-    from .devices import pick_device, visible_gpus
+    from .measure.devices import pick_device, visible_gpus
 
     device, pinned = pick_device(worker_id, visible_gpus())
     if pin and pinned is not None:

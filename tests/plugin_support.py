@@ -28,7 +28,7 @@ def pytest_configure(config):
     layer.forward = counted
     config.add_cleanup(lambda: setattr(layer, "forward", stock))
     if os.environ.get("FAKE_TORCH_VERSION"):  # a torch upgrade, as the plugin sees it
-        import pytest_llmppl.identity as identity
+        import pytest_llmppl.identity.spec as identity
         real = identity.package_version
         identity.package_version = lambda name: os.environ["FAKE_TORCH_VERSION"] if name == "torch" else real(name)
         config.add_cleanup(lambda: setattr(identity, "package_version", real))

@@ -123,7 +123,7 @@ def test_wider_dtype_than_weights_refused(tiny_model, tiny_tokenizer, cache_dir)
 
 
 def test_out_of_memory_at_batch_one_names_the_fix(tiny_model, tiny_tokenizer, cache_dir, monkeypatch):
-    from pytest_llmppl import engine
+    from pytest_llmppl.measure import engine
 
     def oom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")

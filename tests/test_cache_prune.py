@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from pytest_llmppl.cache import Store
 from pytest_llmppl.cli import main, parse_size
+from pytest_llmppl.keep.store import Store
 
 DAY = 86400.0
 OLD, RECENT, OTHER = "aa" * 32, "bb" * 32, "cc" * 32

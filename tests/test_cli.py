@@ -60,7 +60,7 @@ def test_eval_errors_in_process(args, message, cache_dir, capsys, monkeypatch):
 
 def test_cache_info_and_clear_see_pytests_own_store(tmp_path, cache_dir):
     store = tmp_path / "project" / ".pytest_cache" / "d" / "llmppl"
-    from pytest_llmppl.cache import Store
+    from pytest_llmppl.keep.store import Store
 
     Store(store).put_json("results", "ab" * 32, {"x": 1})
     info = run("cache", "info", "--rootdir", str(tmp_path / "project"), cache_dir=cache_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llmppl.devices import pick_device, visible_gpus, worker_index
+from pytest_llmppl.measure.devices import pick_device, visible_gpus, worker_index
 
 from conftest import CORPUS_TXT, TINY
 from plugin_support import project
@@ -84,6 +84,6 @@ def test_device_map_model_is_evaluated_in_place(tiny_tokenizer, cache_dir, tmp_p
     assert model.hf_device_map["model.layers.1"] == "disk"
     r = evaluate(model, tiny_tokenizer, str(CORPUS_TXT), 128, max_windows=4, device="cpu", cache_dir=cache_dir)
     ids = tiny_tokenizer(CORPUS_TXT.read_text(encoding="utf-8"), verbose=False)["input_ids"]
-    from pytest_llmppl.windows import spread_subset
+    from pytest_llmppl.measure.windows import spread_subset
 
     assert r.ppl == pytest.approx(tp_ppl(model, ids, 128, spread_subset(len(ids) // 128, 4)), rel=1e-6)

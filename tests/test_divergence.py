@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pytest_llmppl import evaluate
-from pytest_llmppl.divergence import DenseTopK, KLDivergence
+from pytest_llmppl.measure.divergence import DenseTopK, KLDivergence
 
 from conftest import CORPUS_TXT
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pytest_llmppl import evaluate
-from pytest_llmppl.engine import evaluate_ids, token_ce
-from pytest_llmppl.model_facts import head_path
-from pytest_llmppl.windows import spread_subset
+from pytest_llmppl.measure.engine import evaluate_ids, token_ce
+from pytest_llmppl.measure.model_facts import head_path
+from pytest_llmppl.measure.windows import spread_subset
 
 from conftest import CORPUS_TXT
 from reference import sliding_ppl, tokens_ppl, tp_ppl, tp_window_nlls
@@ -92,7 +92,7 @@ def test_chunked_head_equals_full_logits(tiny_model, ids):
 
 
 def test_chunked_head_with_tiny_chunks(tiny_model, ids, monkeypatch):
-    from pytest_llmppl import engine
+    from pytest_llmppl.measure import engine
 
     monkeypatch.setattr(engine, "LOGITS_CHUNK_BYTES", 4 * 1024 * 7)  # ~7 positions per chunk
     out = evaluate_ids(tiny_model, ids, seqlen=128, max_windows=5)

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from pytest_llmppl.device_hash import _torch_hash, bits_hash
-from pytest_llmppl.fingerprint import tensor_hash
-from pytest_llmppl.model_identity import model_identity
+from pytest_llmppl.identity.device_hash import _torch_hash, bits_hash
+from pytest_llmppl.identity.fingerprint import tensor_hash
+from pytest_llmppl.identity.model_identity import model_identity
 
 from conftest import ROOT, TINY
 
@@ -40,7 +40,8 @@ def test_swapping_two_elements_changes_the_torch_hash():
 
 
 def test_model_fingerprint_is_stable_across_processes(tiny_model):
-    code = (f"from transformers import AutoModelForCausalLM; from pytest_llmppl.model_identity import model_identity;"
+    code = ("from transformers import AutoModelForCausalLM; "
+            "from pytest_llmppl.identity.model_identity import model_identity;"
             f"print(model_identity(AutoModelForCausalLM.from_pretrained({str(TINY)!r})).digest)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stderr
@@ -54,7 +55,7 @@ def test_model_fingerprint_is_stable_across_processes(tiny_model):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.int8])
 @pytest.mark.parametrize("n", [1, 4095, 8193, (1 << 24) + 12345])
 def test_kernel_equals_the_torch_fallback(dtype, n):
-    from pytest_llmppl.device_hash import _triton_hash, as_words
+    from pytest_llmppl.identity.device_hash import _triton_hash, as_words
 
     g = torch.Generator(device="cuda").manual_seed(n)
     t = (torch.randn(n, device="cuda", generator=g) * 100).to(dtype)
@@ -79,7 +80,7 @@ def test_cuda_and_cpu_tensors_hash_their_content_on_each_device():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.int8, torch.float64])
 @pytest.mark.parametrize("n", [4096, 8195])
 def test_zeros_are_counted_in_the_hash_pass_as_count_nonzero_does(dtype, n):
-    from pytest_llmppl.fingerprint import hash_and_zeros
+    from pytest_llmppl.identity.fingerprint import hash_and_zeros
 
     t = (torch.randn(n) * 3).to(dtype)
     t[::5] = 0
@@ -92,7 +93,7 @@ def test_zeros_are_counted_in_the_hash_pass_as_count_nonzero_does(dtype, n):
 @cuda
 def test_a_batch_of_tensors_hashes_and_counts_as_each_alone():
     """A model's tensors are hashed with one wait for the device: the same values as one by one."""
-    from pytest_llmppl.fingerprint import hash_and_zeros, hashes_and_zeros
+    from pytest_llmppl.identity.fingerprint import hash_and_zeros, hashes_and_zeros
 
     g = torch.Generator().manual_seed(1)
     tensors = [(torch.randn(n, generator=g) * (n % 3)).to(dtype).cuda()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_llmppl import fused_ce
+from pytest_llmppl.measure import fused_ce
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused kernel runs on CUDA GPUs")
 

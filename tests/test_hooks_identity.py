@@ -52,7 +52,7 @@ def test_a_hook_masked_model_fails_its_check_and_is_cached_as_itself(pytester, m
 
 
 def _identity(model):
-    from pytest_llmppl.measurement import function_fingerprint
+    from pytest_llmppl.measure.measurement import function_fingerprint
 
     return function_fingerprint(model)
 
@@ -98,7 +98,7 @@ def test_a_hook_that_cannot_be_pinned_down_is_measured_and_says_why(tiny_model, 
     session.measure(tiny_model, tiny_tokenizer, test="t")
     session.measure(tiny_model, tiny_tokenizer, test="t")
     assert [r.measured_source.value for r in session.pending] == ["measured", "measured"]
-    from pytest_llmppl.report import terminal_table
+    from pytest_llmppl.report.render import terminal_table
 
     assert "measured (unpinned)" in terminal_table(session.pending)
 
@@ -126,6 +126,6 @@ def test_engine_sees_the_hook(tiny_model, tiny_tokenizer, keep):
             lambda m, a: (a[0] * (__import__("torch").arange(a[0].shape[-1]) < keep * head_dim),))
     r = evaluate(tiny_model, tiny_tokenizer, str(CORPUS_TXT), 128, max_windows=4)
     ids = tiny_tokenizer(CORPUS_TXT.read_text(encoding="utf-8"), verbose=False)["input_ids"]
-    from pytest_llmppl.windows import spread_subset
+    from pytest_llmppl.measure.windows import spread_subset
 
     assert r.ppl == pytest.approx(tp_ppl(tiny_model, ids, 128, spread_subset(len(ids) // 128, 4)), rel=1e-6)

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from pytest_llmppl import evaluate
-from pytest_llmppl.lmeval import detokenize, split_pages
-from pytest_llmppl.windows import plan_rolling_windows
+from pytest_llmppl.measure.lmeval import detokenize, split_pages
+from pytest_llmppl.measure.windows import plan_rolling_windows
 
 from conftest import CORPUS_JSONL, TINY
 from plugin_support import project, rows

@@ -18,7 +18,7 @@ WINDOWS = 24  # an evenly spread subset: the same windows recorded, measured and
 
 
 def _id(model) -> str:
-    from pytest_llmppl.model_identity import model_identity
+    from pytest_llmppl.identity.model_identity import model_identity
 
     found = model_identity(model)
     assert found.unpinned == "", found.unpinned
@@ -85,7 +85,7 @@ def test_a_tensor_kept_as_a_plain_attribute_is_content(tiny_model):
 def test_an_object_that_cannot_be_compared_makes_the_model_unpinned_and_says_where(tiny_model):
     import threading
 
-    from pytest_llmppl.model_identity import model_identity
+    from pytest_llmppl.identity.model_identity import model_identity
 
     tiny_model.model.layers[1].self_attn.guard = threading.Lock()
     found = model_identity(tiny_model)
@@ -173,7 +173,7 @@ def test_peft_adapters_and_their_scaling_are_in_the_identity():
 def test_the_structured_pattern_that_left_the_linear_hash_unchanged_changes_it():
     """+t, -2t, +t at positions i, i+2, i+4 cancelled in a sum of bits times position constants
     (k_{i+4} - 2 k_{i+2} + k_i = 0 for k linear in i): the mixed hash sees it."""
-    from pytest_llmppl.device_hash import _torch_hash, as_words
+    from pytest_llmppl.identity.device_hash import _torch_hash, as_words
 
     words = torch.arange(1000, dtype=torch.int32) * 7919
     for t in (1, 3, 1 << 20):

@@ -181,7 +181,7 @@ def test_early_stop_decides_both_comparisons(pytester, monkeypatch):
 
 def test_a_0_2_file_is_read_as_baselines_only(pytester):
     """A file written by 0.2 (format v2: no checks, keyed without device and dtype) keeps working."""
-    from pytest_llmppl.identity import entry_keys
+    from pytest_llmppl.identity.spec import entry_keys
 
     project(pytester, SUITE)
     path = _record(pytester)

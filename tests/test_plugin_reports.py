@@ -102,7 +102,7 @@ def test_summary_json_markdown_junit(pytester):
 
 def test_records_round_trip_through_json(pytester):
     """What travels from xdist workers: every record kind survives to_json -> from_json."""
-    from pytest_llmppl.report_records import from_json, to_json
+    from pytest_llmppl.judge.records import from_json, to_json
 
     project(pytester, SUITE)
     pytester.runpytest("--ppl-report=report.json", "-k", "fail or plain")
@@ -176,8 +176,8 @@ def test_plain(model, tok, ppl_of):
 
 def test_a_wait_for_another_worker_is_said():
     """A row whose seconds were a wait for another xdist worker's measurement says so."""
-    from pytest_llmppl.report import terminal_table
-    from pytest_llmppl.report_records import BaselineRecord, Source, Subject
+    from pytest_llmppl.judge.records import BaselineRecord, Source, Subject
+    from pytest_llmppl.report.render import terminal_table
 
     subject = Subject(test="t.py::test_b", model="m", model_id="abcd1234", corpus="c.txt", seqlen=128,
                       protocol="torch-pruning", stride=None, n_windows=140, n_windows_total=140, device="cuda",

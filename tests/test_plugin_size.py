@@ -52,7 +52,7 @@ def _independent(model) -> dict:
 
 
 def _facts(model) -> dict:
-    from pytest_llmppl.model_identity import model_identity
+    from pytest_llmppl.identity.model_identity import model_identity
 
     size = model_identity(model).size.to_json()
     del size["shapes_sha256"]

@@ -82,7 +82,7 @@ def test_a_fallback_store_someone_else_can_write_is_refused(pytester, monkeypatc
 def test_the_fallback_store_is_made_private(tmp_path):
     import stat
 
-    from pytest_llmppl.cache import private_dir
+    from pytest_llmppl.keep.store import private_dir
 
     fresh = tmp_path / "fresh"
     assert private_dir(fresh) == "" and stat.S_IMODE(fresh.stat().st_mode) == 0o700

@@ -47,7 +47,7 @@ def test_xdist_matches_serial(pytester):
 def test_n4_run_over_a_shared_cache_with_a_corrupted_entry(pytester):
     """Stress: four workers share one cache in which an entry was corrupted: the serial run's verdicts,
     the corruption reported, and every entry left valid."""
-    from pytest_llmppl.cache import Store
+    from pytest_llmppl.keep.store import Store
 
     project(pytester, SUITE)
     serial = pytester.runpytest("--ppl-report=serial.json", "--ppl-cache-dir=shared").parseoutcomes()

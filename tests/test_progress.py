@@ -23,14 +23,14 @@ def test_fails_after(model, tok, ppl_of):
 """
 
 EVERY_BATCH = """
-import pytest_llmppl.progress as progress
+import pytest_llmppl.report.progress as progress
 progress.FIRST_AFTER = progress.LOG_EVERY = progress.TTY_EVERY = 0.0  # a line per batch, for the test
 """
 
 
 @pytest.fixture
 def shown_every_batch(monkeypatch):
-    from pytest_llmppl import progress
+    from pytest_llmppl.report import progress
 
     for name in ("FIRST_AFTER", "LOG_EVERY", "TTY_EVERY"):
         monkeypatch.setattr(progress, name, 0.0)
@@ -57,7 +57,7 @@ def test_nothing_under_qq_or_from_xdist_workers(pytester, shown_every_batch):
 
     import types
 
-    from pytest_llmppl.progress import progress_for
+    from pytest_llmppl.report.progress import progress_for
 
     worker = types.SimpleNamespace(workerinput={"workerid": "gw0"})  # an xdist worker: its terminal is not the user's
     assert progress_for(worker) is None
@@ -92,7 +92,7 @@ class Log:
 def test_a_short_measurement_shows_nothing_and_a_long_one_a_line_per_interval(tty):
     import types
 
-    from pytest_llmppl.progress import FIRST_AFTER, LOG_EVERY, TTY_EVERY, Progress
+    from pytest_llmppl.report.progress import FIRST_AFTER, LOG_EVERY, TTY_EVERY, Progress
 
     clock, log = Clock(), Log()
     written: list[str] = []

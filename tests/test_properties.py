@@ -10,8 +10,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_llmppl.cache import Store
-from pytest_llmppl.windows import plan_windows, spread_subset, window_weight
+from pytest_llmppl.keep.store import Store
+from pytest_llmppl.measure.windows import plan_windows, spread_subset, window_weight
 
 
 @given(st.integers(0, 5000), st.integers(2, 600), st.sampled_from(["torch-pruning", "tokens"]),

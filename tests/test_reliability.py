@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pytest_llmppl import evaluate
-from pytest_llmppl.cache import CacheWarning, Store
+from pytest_llmppl.keep.store import CacheWarning, Store
 
 from conftest import CORPUS_TXT, ROOT
 
@@ -30,7 +30,7 @@ def test_writer_killed_mid_write_leaves_nothing_trusted(tmp_path):
     code = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from pytest_llmppl import cache
+        from pytest_llmppl.keep import store as cache
         real = os.fdopen
         def slow_fdopen(fd, mode):
             fh = real(fd, mode)
@@ -178,7 +178,7 @@ def test_remote_code_only_when_asked(monkeypatch):
 
 
 def test_baselines_file_write_is_atomic(tmp_path, monkeypatch):
-    from pytest_llmppl.files import write_text_file
+    from pytest_llmppl.keep.files import write_text_file
 
     target = tmp_path / "b.json"
     target.write_text('{"old": true}')

@@ -14,8 +14,8 @@ import pytest
 
 from pytest_llmppl.cli import main as cli
 from pytest_llmppl.errors import BaselineError
-from pytest_llmppl.file_changes import FileChanges
-from pytest_llmppl.merge import merge_shards
+from pytest_llmppl.keep.file_changes import FileChanges
+from pytest_llmppl.keep.merge import merge_shards
 
 from conftest import ROOT
 
@@ -31,7 +31,7 @@ def _project(path, committed):
     test.write_text(test.read_text().replace("ppl_pruned(dense_model, ratio)", "ppl_pruned(dense_model, ratio + 0.03)"))
     data = json.loads(committed.read_text())
     data["checks"][GONE] = next(iter(data["checks"].values()))
-    from pytest_llmppl.baselines import BaselinesFile
+    from pytest_llmppl.keep.baselines import BaselinesFile
 
     file = BaselinesFile(path / "examples" / "ppl-baselines.json", entries=data["baselines"], checks=data["checks"])
     file.path.write_text(file.render())
@@ -151,7 +151,7 @@ def test_git_merges_two_refreshed_branches_without_a_hand_edit(tmp_path):
     record = next(iter(data["checks"].values()))[0]
 
     def write(extra):
-        from pytest_llmppl.baselines import BaselinesFile
+        from pytest_llmppl.keep.baselines import BaselinesFile
 
         checks = {**data["checks"], **extra}
         path = tmp_path / "ppl-baselines.json"
@@ -174,7 +174,7 @@ def test_git_merges_two_refreshed_branches_without_a_hand_edit(tmp_path):
     checks = json.loads((tmp_path / "ppl-baselines.json").read_text())["checks"]
     assert {"test_x.py::test_one", "test_y.py::test_two"} <= set(checks)
     # Both branches re-recorded one test with other numbers: a conflict, named, ours kept.
-    from pytest_llmppl.perplexity_result import ppl_from
+    from pytest_llmppl.measure.perplexity_result import ppl_from
 
     nll = [x * 1.1 for x in record["window_nll"]]
     other = {**record, "window_nll": nll, "ppl": ppl_from(nll, record["window_weight"])}

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from pytest_llmppl import evaluate
-from pytest_llmppl.windows import spread_subset
+from pytest_llmppl.measure.windows import spread_subset
 
 from conftest import CORPUS_TXT, ROOT
 from reference import tp_ppl, tp_window_nlls

@@ -33,7 +33,7 @@ def test_every_module_keeps_its_training_flag(tiny_model, tiny_tokenizer):
 def test_a_move_that_fails_part_way_is_undone(tiny_model, tiny_tokenizer, monkeypatch):
     """The model goes back where it was when moving it to the evaluation device fails (an
     out-of-memory error or Ctrl-C half-way), and its modes and config are restored."""
-    from pytest_llmppl import engine
+    from pytest_llmppl.measure import engine
 
     calls = []
     real_to = tiny_model.to
@@ -81,8 +81,8 @@ def test_default_and_explicit_stride_are_one_measurement(tiny_model, tiny_tokeni
 
 
 def test_one_window_has_an_unknown_se(tiny_model, tiny_tokenizer, tmp_path):
-    from pytest_llmppl.report import terminal_table
-    from pytest_llmppl.report_records import to_json
+    from pytest_llmppl.judge.records import to_json
+    from pytest_llmppl.report.render import terminal_table
     from pytest_llmppl.settings import parse_budget
 
     session = _session(tmp_path, max_windows=1)

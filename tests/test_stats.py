@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pytest_llmppl.stats import EarlyDecision, fpc, look_points, normal_quantile, paired_delta
+from pytest_llmppl.judge.stats import EarlyDecision, fpc, look_points, normal_quantile, paired_delta
 
 
 @pytest.fixture()
@@ -102,7 +102,7 @@ def test_early_rule_boundary_formula(pair):
 @pytest.mark.parametrize("df", [23, 35, 53, 80, 200])
 @pytest.mark.parametrize("p", [0.975, 0.999, 0.9995, 0.99995])
 def test_t_quantile_matches_scipy(df, p):
-    from pytest_llmppl.stats import t_quantile
+    from pytest_llmppl.judge.stats import t_quantile
 
     assert t_quantile(p, df) == pytest.approx(sps.t.ppf(p, df), rel=1e-4)
 
@@ -121,7 +121,7 @@ def test_a_skewed_sample_decides_nothing_before_the_end():
 
 
 def test_top1_agreement_matches_numpy():
-    from pytest_llmppl.stats import top1_agreement
+    from pytest_llmppl.judge.stats import top1_agreement
 
     rng = np.random.default_rng(1)
     base = {i: rng.integers(0, 50, 127).astype(np.int32) for i in range(30)}

@@ -7,10 +7,11 @@ import warnings
 import numpy as np
 import pytest
 
-from pytest_llmppl import evaluate, tokens
-from pytest_llmppl.cache import CacheWarning, Store
-from pytest_llmppl.corpus import Corpus, load_corpus
-from pytest_llmppl.fingerprint import tokenizer_fingerprint
+from pytest_llmppl import evaluate
+from pytest_llmppl.identity.fingerprint import tokenizer_fingerprint
+from pytest_llmppl.keep.store import CacheWarning, Store
+from pytest_llmppl.measure import tokens
+from pytest_llmppl.measure.corpus import Corpus, load_corpus
 
 from conftest import CORPUS_TXT, TINY
 

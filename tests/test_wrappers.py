@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pytest_llmppl import evaluate
-from pytest_llmppl.model_facts import head_path
-from pytest_llmppl.windows import spread_subset
+from pytest_llmppl.measure.model_facts import head_path
+from pytest_llmppl.measure.windows import spread_subset
 
 from conftest import CORPUS_TXT, TINY
 from reference import tp_ppl
@@ -94,7 +94,7 @@ def test_disk_offloaded_model_is_fingerprinted_from_its_offload(tiny_model, tiny
     so the identity equals the same weights loaded plainly; a ppl_baseline works."""
     from transformers import AutoModelForCausalLM
 
-    from pytest_llmppl.measurement import function_fingerprint
+    from pytest_llmppl.measure.measurement import function_fingerprint
     from pytest_llmppl.session import PPLSession
     from pytest_llmppl.settings import Settings
 
@@ -114,7 +114,7 @@ def test_meta_model_without_offload_names_the_way_out(tiny_tokenizer, tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from pytest_llmppl.errors import ModelError
-    from pytest_llmppl.measurement import function_fingerprint
+    from pytest_llmppl.measure.measurement import function_fingerprint
 
     with torch.device("meta"):
         model = LlamaForCausalLM(LlamaConfig(vocab_size=1024, hidden_size=32, intermediate_size=64,

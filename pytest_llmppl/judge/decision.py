@@ -17,10 +17,12 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..identity.size_facts import SHOWN_CHANGES, SizeFacts, grew
+from ..identity.spec import MeasurementSpec
+from ..measure.perplexity_result import PerplexityResult
+from ..settings import Budget, budget_words
 from .hotspots import describe, window_deltas, worst_windows
-from .identity import MeasurementSpec
-from .perplexity_result import PerplexityResult
-from .report_records import (
+from .records import (
     AgainstRecord,
     CheckRecord,
     EarlyInfo,
@@ -32,12 +34,10 @@ from .report_records import (
     se_text,
     signed,
 )
-from .settings import Budget, budget_words
-from .size_facts import SHOWN_CHANGES, SizeFacts, grew
 from .stats import EarlyDecision, paired_delta, top1_agreement
 
 if TYPE_CHECKING:
-    from .divergence import KLDivergence
+    from ..measure.divergence import KLDivergence
 
 WORST_WINDOWS = 3
 

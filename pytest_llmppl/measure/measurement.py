@@ -11,10 +11,10 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from .cache import Store
+from ..errors import TokenizerError
+from ..identity.spec import MeasurementSpec, software_versions
+from ..keep.store import Store
 from .corpus import Corpus, load_corpus
-from .errors import TokenizerError
-from .identity import MeasurementSpec, software_versions
 from .perplexity_result import PerplexityResult
 from .windows import Window
 
@@ -100,21 +100,21 @@ def resolve_tokenizer(model: Any, tokenizer: Any = None) -> Any:
 def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None, *, protocol: str,
             stride: int | None, max_windows: int | None, store: Store | None,
             allow_long_seqlen: bool = False) -> Prepared:
-    from .fingerprint import tokenizer_fingerprint
+    from ..identity.fingerprint import tokenizer_fingerprint
     from .model_facts import describe
 
     tok = resolve_tokenizer(model, tokenizer)
     documents = protocol == "lm-eval"
     text = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, documents=documents)
     if documents and not text.documents:
-        from .errors import CorpusError
+        from ..errors import CorpusError
 
         raise CorpusError(f"the lm-eval protocol needs a corpus of documents; {text.name} was loaded as one text: "
                           "pass its name or path instead.")
     facts = describe(model, seqlen, allow_long=allow_long_seqlen, lm_eval=documents, tokenizer=tok)
     seqlen = facts.seqlen
     if protocol == "sliding" and stride is not None and stride > seqlen:
-        from .errors import SettingsError
+        from ..errors import SettingsError
 
         raise SettingsError(f"stride {stride} is longer than seqlen {seqlen}: use a stride <= seqlen")
     return Prepared(tok, tokenizer_fingerprint(tok), text, seqlen, protocol, canonical_stride(protocol, stride, seqlen),
@@ -151,7 +151,7 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
         runtime = describe(model, prepared.seqlen, allow_long=True)
     where = runtime.input_device if device is None or getattr(model, "hf_device_map", None) else device
     versions = software_versions()
-    from .model_identity import model_identity
+    from ..identity.model_identity import model_identity
 
     found = model_identity(model)
     return MeasurementSpec(
@@ -178,7 +178,7 @@ def function_fingerprint(model: Any) -> tuple[str, str]:
     """The model's identity (``model_identity``: everything its forward reads) and why, if it
     could not be pinned down (the fingerprint is then unique to this call, so nothing is ever
     served for it)."""
-    from .model_identity import model_identity
+    from ..identity.model_identity import model_identity
 
     found = model_identity(model)
     return found.digest, found.unpinned
@@ -242,7 +242,7 @@ def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str
 
 
 def _size(model: Any) -> Any:
-    from .model_identity import unwrap_compiled
-    from .size_facts import size_facts
+    from ..identity.model_identity import unwrap_compiled
+    from ..identity.size_facts import size_facts
 
     return size_facts(unwrap_compiled(model))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ModelError, SettingsError, TokenizerError
+from ..errors import ModelError, SettingsError, TokenizerError
 
 # Architectures whose CausalLM forward is exactly ``lm_head(decoder(x))``.
 PLAIN_HEAD_TYPES = frozenset({

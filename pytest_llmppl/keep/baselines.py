@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BaselineError
-from .identity import MeasurementSpec, entry_keys
-from .model_identity import IDENTITY_VERSION
-from .perplexity_result import PerplexityResult
+from ..errors import BaselineError
+from ..identity.model_identity import IDENTITY_VERSION
+from ..identity.spec import MeasurementSpec, entry_keys
+from ..measure.perplexity_result import PerplexityResult
 
 FILE_FORMAT = "pytest-llmppl baselines v3"
 BASELINES_ONLY_FORMATS = ("pytest-llmppl baselines v2",)  # 0.2: read as baselines, rewritten as v3 on update
@@ -113,7 +113,7 @@ def validate_entry(entry: Any, where: str) -> dict[str, Any]:
     if "kl" in entry:
         _validate_kl(entry["kl"], where)
     if "size" in entry:
-        from .size_facts import validate_size
+        from ..identity.size_facts import validate_size
 
         try:
             validate_size(entry["size"])
@@ -165,7 +165,7 @@ def _validate_windows(entry: dict[str, Any], where: str) -> None:
 
 def _validate_kl(value: Any, where: str) -> None:
     """A recorded check's KL statistics: an object naming the dense weights it was measured against."""
-    from .divergence import KLDivergence
+    from ..measure.divergence import KLDivergence
 
     try:
         if not isinstance(value, dict) or not isinstance(value.get("dense_model_fingerprint"), str):

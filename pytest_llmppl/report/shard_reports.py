@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import LLMPPLError
+from ..errors import LLMPPLError
 
 
 def merge_reports(reports: dict[str, dict[str, Any]]) -> tuple[str, str]:
     """(JSON report, markdown) of the shards' reports (name -> parsed JSON)."""
-    from .report import REPORT_FORMAT, markdown, report_text, summary_counts
-    from .report_records import from_json
+    from ..judge.records import from_json
+    from .render import REPORT_FORMAT, markdown, report_text, summary_counts
 
     for name, data in reports.items():
         if data.get("format") != REPORT_FORMAT or not isinstance(data.get("records"), list):

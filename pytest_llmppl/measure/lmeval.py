@@ -98,7 +98,7 @@ def prefix_token(tokenizer: Any) -> int:
     """lm-eval's ``prefix_token_id``: BOS, else EOS."""
     token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if token is None:
-        from .errors import TokenizerError
+        from ..errors import TokenizerError
 
         raise TokenizerError("the lm-eval protocol starts each document with the tokenizer's BOS (or EOS) token, and "
                              "this tokenizer has neither: use another protocol.")

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ModelError
+from ..errors import ModelError
 from .fingerprint import digest
 from .size_facts import SizeFacts, size_facts
 from .value_description import PLAIN as _PLAIN

@@ -14,8 +14,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from .divergence import KLDivergence
-    from .lmeval import LMEvalMetrics
+    from ..measure.divergence import KLDivergence
+    from ..measure.lmeval import LMEvalMetrics
     from .stats import PairedDelta, Top1Agreement
 
 
@@ -283,11 +283,11 @@ def _typed(name: str, value: Any) -> Any:
 
         return (Top1Agreement if name == "top1" else PairedDelta).from_json(value)
     if name == "kl":
-        from .divergence import KLDivergence
+        from ..measure.divergence import KLDivergence
 
         return KLDivergence.from_json(value)
     if name == "lm_eval":
-        from .lmeval import LMEvalMetrics
+        from ..measure.lmeval import LMEvalMetrics
 
         return LMEvalMetrics.from_json(value)
     if name == "early":

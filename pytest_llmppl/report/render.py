@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .identity import short_name, software_versions
-from .report_records import (
+from ..identity.spec import short_name, software_versions
+from ..judge.records import (
     AgainstRecord,
     BaselineRecord,
     CheckRecord,
@@ -24,7 +24,7 @@ from .report_records import (
     signed,
     to_json,
 )
-from .settings import DEFAULT_PROTOCOL, Settings, budget_words
+from ..settings import DEFAULT_PROTOCOL, Settings, budget_words
 
 REPORT_FORMAT = "pytest-llmppl report v1"
 MAX_WIDTH = 160
@@ -344,7 +344,7 @@ MD_COLUMNS: tuple[Column, ...] = (
 def _details(r: CheckRecord, charted: set[tuple[str, str, tuple[float | None, ...]]]) -> list[str]:
     """A failing check's message, and its chart unless an identical one is already shown (two tests
     checking the same model against the same baseline)."""
-    from .decision import failure_message
+    from ..judge.decision import failure_message
 
     worst = "; ".join(f"window {w.window}{' in ' + repr(w.heading) if w.heading else ''} "
                       f"{signed(w.delta_nll, 3)} nats/token" for w in (r.worst or r.worst_recorded))

@@ -15,7 +15,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ModelError, SettingsError
+from ..errors import ModelError, SettingsError
 from .model_facts import evaluation_plan, input_device, param_dtype
 from .windows import Window, plan_evaluation, window_weight
 
@@ -346,7 +346,7 @@ class _DeviceReference:
 
 
 def _fused_ce():
-    from . import fused_ce
+    from ..measure import fused_ce
 
     return fused_ce
 

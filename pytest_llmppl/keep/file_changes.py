@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BaselineError
+from ..errors import BaselineError
 
 CHANGES_FORMAT = "pytest-llmppl file changes v1"
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .perplexity_result import PerplexityResult
-from .report_records import WindowLoss, signed
-from .windows import Window
+from ..measure.perplexity_result import PerplexityResult
+from ..measure.windows import Window
+from .records import WindowLoss, signed
 
 _HEADING = re.compile(r"^ ?(=(?: =)*) (.+?) \1 ?$", re.MULTILINE)
 HEADING_LOOKBACK = 8192  # tokens decoded before a window to find its heading

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .cache import Store
-from .identity import MeasurementSpec
-from .perplexity_result import PerplexityResult
+from ..identity.spec import MeasurementSpec
+from ..measure.perplexity_result import PerplexityResult
+from .store import Store
 
 NAMESPACE = "results"
 TOP1_NAMESPACE = "top1"
@@ -54,7 +54,7 @@ class ResultStore:
 
     def topk(self, spec: MeasurementSpec) -> Any:
         """The dense top-k reference kept for this identity (``divergence.DenseTopK``), or None."""
-        from .divergence import DenseTopK
+        from ..measure.divergence import DenseTopK
 
         hit = self.store.get_array(TOPK_NAMESPACE, spec.key)
         return DenseTopK.unpack(hit[0], hit[1]) if hit is not None else None
@@ -65,7 +65,7 @@ class ResultStore:
 
     def kl(self, candidate: MeasurementSpec, dense_model: str) -> Any:
         """A candidate's KL statistics against the dense weights ``dense_model``, or None."""
-        from .divergence import KLDivergence
+        from ..measure.divergence import KLDivergence
 
         entry = self.store.get_json(KL_NAMESPACE, kl_key(candidate, dense_model))
         try:
@@ -85,7 +85,7 @@ class ResultStore:
 
 
 def kl_key(candidate: MeasurementSpec, dense_model: str) -> str:
-    from .fingerprint import digest
+    from ..identity.fingerprint import digest
 
     return digest("kl", candidate.key, dense_model)
 
@@ -105,7 +105,7 @@ def result_entry(result: PerplexityResult) -> dict[str, Any]:
 
 def result_from_entry(entry: dict[str, Any], *, top1: dict[int, Any] | None = None, topk: Any = None,
                       identity: MeasurementSpec | None = None, corpus: str | None = None) -> PerplexityResult:
-    from .perplexity_result import ppl_from
+    from ..measure.perplexity_result import ppl_from
 
     nll = tuple(float(x) for x in entry["window_nll"])
     weight = tuple(entry["window_weight"])
@@ -123,7 +123,7 @@ def result_from_entry(entry: dict[str, Any], *, top1: dict[int, Any] | None = No
 
 def _size(value: Any) -> Any:
     """The size facts an entry recorded (None for an entry made before 0.4)."""
-    from .size_facts import validate_size
+    from ..identity.size_facts import validate_size
 
     try:
         return validate_size(value) if value is not None else None
@@ -132,7 +132,7 @@ def _size(value: Any) -> Any:
 
 
 def _lm_eval(value: Any) -> Any:
-    from .lmeval import LMEvalMetrics
+    from ..measure.lmeval import LMEvalMetrics
 
     if not isinstance(value, dict):
         return None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import CorpusError
+from ..errors import CorpusError
 
 PROTOCOLS = ("torch-pruning", "tokens", "sliding", "lm-eval", "llama.cpp")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import BaselineError
 from .baselines import BaselinesFile, same_numbers
-from .errors import BaselineError
 from .file_changes import FileChanges, file_sha256
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cache import Store
+from ..identity.fingerprint import digest, tokenizer_fingerprint
+from ..keep.store import Store
 from .corpus import Corpus
-from .fingerprint import digest, tokenizer_fingerprint
 
 NAMESPACE = "tokens"
 FORMAT = 1  # bump when the way ids are produced changes

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LLMPPLError
+from ..errors import LLMPPLError
 from .files import atomic_write
 
 MAGIC = b"LLMPPL1\n"

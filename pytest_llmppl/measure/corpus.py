@@ -15,8 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .errors import CorpusError
-from .fingerprint import text_fingerprint
+from ..errors import CorpusError
+from ..identity.fingerprint import text_fingerprint
 
 
 @dataclass(frozen=True)

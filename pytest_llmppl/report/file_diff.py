@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .stats import PairedDelta, paired_delta
+from ..judge.stats import PairedDelta, paired_delta
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ HEADERS = ("test", "entry", "change", "PPL", "Δ ± SE (paired)", "KL", "params"
 
 def rows(diff: FileDiff) -> list[tuple[str, ...]]:
     """One row of text per changed entry, in ``HEADERS`` order."""
-    from .report_records import se_text, signed
+    from ..judge.records import se_text, signed
 
     out: list[tuple[str, ...]] = []
     for c in diff.changes:
@@ -141,7 +141,7 @@ def _arrow(before: float | None, after: float | None, count: bool = False) -> st
     if before is None and after is None:
         return ""
     if count:
-        from .report import count_text
+        from .render import count_text
 
         text = " → ".join(count_text(x) if x is not None else "–" for x in (before, after))
         if before and after is not None:
@@ -151,7 +151,7 @@ def _arrow(before: float | None, after: float | None, count: bool = False) -> st
 
 
 def signed_pct(x: float) -> str:
-    from .report_records import signed
+    from ..judge.records import signed
 
     return f"{signed(x, 1)}%"
 
