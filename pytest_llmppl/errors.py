@@ -33,8 +33,8 @@ def warn_at_user(message: str, category: type[Warning]) -> None:
     import sys
     import warnings
 
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep  # the package, its stage folders too
     level, frame = 2, sys._getframe(1)  # stacklevel 2: the caller of warn_at_user
-    while os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here and frame.f_back is not None:
+    while os.path.abspath(frame.f_code.co_filename).startswith(here) and frame.f_back is not None:
         level, frame = level + 1, frame.f_back
     warnings.warn(message, category, stacklevel=level)
