@@ -27,6 +27,24 @@ class BaselineError(LLMPPLError):
     """A committed baselines file is malformed or does not match this run."""
 
 
+class PPLFailure(AssertionError):
+    """A check over budget, a non-finite perplexity, a baseline that does not match its check,
+    or a strict miss: an ordinary test failure, reported as one message."""
+
+
+
+class BaselineMismatchWarning(UserWarning):
+    """The committed baseline was measured elsewhere (device, dtype, attention, versions)."""
+
+
+class PrunedInPlaceWarning(UserWarning):
+    """A baseline's weights are a candidate checked earlier: the shared dense model was changed."""
+
+
+class RecordMismatchWarning(UserWarning):
+    """A check's recorded result was measured with other settings: it is not compared."""
+
+
 def warn_at_user(message: str, category: type[Warning]) -> None:
     """``warnings.warn`` located at the first frame outside this package: the user's line."""
     import os

@@ -20,9 +20,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import LLMPPLError, warn_at_user
+from .errors import (  # noqa: F401 - the warnings and PPLFailure are also importable from here
+    BaselineMismatchWarning,
+    LLMPPLError,
+    PPLFailure,
+    PrunedInPlaceWarning,
+    RecordMismatchWarning,
+    warn_at_user,
+)
 from .judge.records import (
-    AgainstRecord,
     BaselineRecord,
     MeasureRecord,
     Record,
@@ -36,30 +42,11 @@ from .settings import Budget, Settings
 
 if TYPE_CHECKING:  # loaded on first use: a run that calls no ppl fixture never imports them
     from .identity.spec import MeasurementSpec
-    from .judge.decision import Recorded
     from .keep.baselines import BaselinesFile
     from .measure.perplexity_result import PerplexityResult
 
 
 WAITED = "waited"
-
-
-class PPLFailure(AssertionError):
-    """A check over budget, a non-finite perplexity, a baseline that does not match its check,
-    or a strict miss: an ordinary test failure, reported as one message."""
-
-
-
-class BaselineMismatchWarning(UserWarning):
-    """The committed baseline was measured elsewhere (device, dtype, attention, versions)."""
-
-
-class PrunedInPlaceWarning(UserWarning):
-    """A baseline's weights are a candidate checked earlier: the shared dense model was changed."""
-
-
-class RecordMismatchWarning(UserWarning):
-    """A check's recorded result was measured with other settings: it is not compared."""
 
 
 @dataclass(frozen=True)
@@ -159,11 +146,32 @@ class PPLSession:
     candidates: dict[str, str] = field(default_factory=dict)  # weights checked as a candidate -> first test
     waited: dict[str, float] = field(default_factory=dict)  # key -> seconds waited for another worker's result
     progress: Any = None  # (label) -> engine progress callback with close(); set by the plugin
-    _sent: dict[str, Any] = field(default_factory=dict)  # file changes already sent to the xdist controller
+    _recording: Any = None
     _memo: dict[str, tuple[PerplexityResult, bool]] = field(default_factory=dict)  # key -> (result, measured here)
     _kl: dict[tuple[str, str], Any] = field(default_factory=dict)  # (candidate key, dense weights) -> KLDivergence
     _store: Any = None
     _refused: bool = False  # no store could be trusted here (StoreRefused): run without one
+
+    # -- the committed file: what this run records in it (``keep.recording``) --------------
+    @property
+    def recording(self) -> Any:
+        """None without a committed file."""
+        if self._recording is None and self.file is not None:
+            from .keep.recording import Recording
+
+            self._recording = Recording(self.file, self.settings)
+        return self._recording
+
+    def take_file_changes(self) -> dict[str, Any] | None:
+        """A worker's changes to the committed file since it last sent them (with each test's report)."""
+        return self.recording.take_changes() if self.recording is not None else None
+
+    def merge_file_changes(self, changes: dict[str, Any] | None) -> None:
+        if self.recording is not None:
+            self.recording.merge_changes(changes)
+
+    def version_note(self) -> str | None:
+        return self.recording.version_note() if self.recording is not None else None
 
     # -- the store -----------------------------------------------------------------
     @property
@@ -320,7 +328,7 @@ class PPLSession:
         if source is Source.MEMORY and found.topk is None:  # measured here as a candidate: the store may have it
             found = self._with_argmax(found, call)
         if self.file is not None and self._updating:
-            self._record_in_file(call, found, test)
+            self.recording.record_baseline(call, found, test)
         elif self.file is not None and source is not Source.FILE:
             self.file.used.add(call.spec.file_key)
         self.pending.append(BaselineRecord(call.subject(test, found), _finite_or_none(found.ppl), source,
@@ -334,7 +342,7 @@ class PPLSession:
               **overrides: Any) -> PerplexityResult:
         """``ppl_check``: serve or measure the candidate, decide against ``baseline + budget`` and
         against this check's recorded result ``+ regression tolerance``."""
-        from .judge.decision import decide, early_rules
+        from .judge.decision import NO_RECORD, decide, early_rules
 
         t0 = time.perf_counter()
         call = self._call(model, tokenizer, overrides, "ppl_check", test)
@@ -351,7 +359,7 @@ class PPLSession:
             # a candidate against a dense baseline: a later ppl_baseline of these weights means the shared
             # dense model was pruned in place (a model checked against a plain number may be dense)
             self.candidates.setdefault(call.identity.model, test)
-        recorded = self._recorded(call, test, index)
+        recorded = self.recording.recorded(call, test, index) if self.recording is not None else NO_RECORD
         kl_budget = call.settings.kl_budget
         if base is not None and base.topk is not None and base.topk.covers(base.window_index):
             call.reference = base
@@ -378,7 +386,7 @@ class PPLSession:
             kl = self._measured_kl(call, base, result) if source is Source.MEASURED else \
                 self._known_kl(call, base, result)
         if self._updating:
-            self._record_check(call, result, test, index, kl, base)
+            self.recording.record_check(call, result, test, index, kl, base)
         record = decide(call, test, base, base_ppl, base_source, result, source, budget, rules,
                         time.perf_counter() - t0, recorded, kl)
         if self._wait_note(call):
@@ -501,7 +509,7 @@ class PPLSession:
                     raise PPLFailure(msg + " (--ppl-strict).")
                 warn_at_user(msg + "; measuring instead.", BaselineMismatchWarning)
             elif baseline and self.settings.strict:
-                raise PPLFailure(self._missing_message(call, test))
+                raise PPLFailure(self.recording.missing_message(call, test))
             return None, ()
         if hit.key is not None:
             self.file.used.add(hit.key)
@@ -535,105 +543,6 @@ class PPLSession:
             result = dataclasses.replace(result, topk=topk)
         return result
 
-    def _recorded(self, call: Call, test: str, index: int) -> Recorded:
-        """This check's recorded result, when it can be compared (same settings, device type and
-        dtype); a missing record fails under ``--ppl-strict``, a record made with other settings
-        warns (fails under strict)."""
-        from .judge.decision import NO_RECORD, Recorded
-        from .keep.baselines import entry_result
-
-        tolerance = call.settings.regression_tolerance
-        if self.file is None:
-            return NO_RECORD
-        if self.settings.update_baselines:
-            return Recorded(None, tolerance, AgainstRecord.RECORDED)
-        entry = self.file.recorded_check(test, index)
-        if tolerance is None:  # the PPL comparison is off; the size guard is not
-            return Recorded(None, None, AgainstRecord.OFF, entry=entry is not None,
-                            size=recorded_size(entry) if entry is not None else None)
-        if entry is None:
-            elsewhere = self.file.recorded_elsewhere(call.identity.model, test)
-            if self.settings.strict:
-                raise PPLFailure(self._missing_record_message(call, test, index, elsewhere))
-            if elsewhere:
-                warn_at_user(f"check {index + 1} of {test} has no record, but this very candidate is recorded under "
-                             f"{elsewhere} (a renamed test or parametrize id?): the regression guard is off for it "
-                             "until you record it with --ppl-update-baselines (which drops the old one)",
-                             RecordMismatchWarning)
-            return Recorded(None, tolerance, AgainstRecord.NO_RECORD)
-        here = record_settings(call.identity)
-        differ = [name for name, value in here.items() if entry.get(name) != value]
-        if differ:
-            verb = "differs" if len(differ) == 1 else "differ"
-            there = {name: entry.get(name) for name in here}
-            msg = (f"check {index + 1} of {test}: its recorded result in {self.file.path.name} was measured with other "
-                   f"settings ({', '.join(differ)} {verb}; recorded: {_settings_text(there)}; this run: "
-                   f"{_settings_text(here)}), so it is not compared")
-            if self.settings.strict:
-                raise PPLFailure(msg + " (--ppl-strict): record it again with --ppl-update-baselines on this runner.")
-            warn_at_user(msg + "; record it again with --ppl-update-baselines.", RecordMismatchWarning)
-            return Recorded(None, tolerance, AgainstRecord.NOT_COMPARED, entry=True, size=recorded_size(entry))
-        return Recorded(entry_result(entry, call.identity), tolerance, AgainstRecord.WITHIN,
-                        same_weights=entry.get("model_fingerprint") == call.identity.model, entry=True,
-                        size=recorded_size(entry))
-
-    def _missing_record_message(self, call: Call, test: str, index: int, elsewhere: str | None = None) -> str:
-        assert self.file is not None
-        why = ("" if self.file.has_checks else
-               f" ({self.file.path.name} is a 0.2 file, which records baselines only)")
-        msg = (f"check {index + 1} of {test} has no recorded result in {self.file.path}{why} and --ppl-strict is on: "
-               "record it by running the suite once with --ppl-update-baselines on this runner, and commit the file.")
-        if elsewhere:
-            msg += (f" This very candidate is recorded under {elsewhere}: a renamed test or parametrize id? The "
-                    "refresh records it under the new id and drops the old one.")
-        return msg
-
-    def _missing_message(self, call: Call, test: str) -> str:
-        """Why the committed file has no entry: what differs from the one it has for this test."""
-        assert self.file is not None
-        msg = (f"baseline for {call.model_name} ({call.spec.describe()}) is missing from {self.file.path} and "
-               "--ppl-strict is on: run the suite once with --ppl-update-baselines on this runner and commit the file.")
-        if self.file.older_identities():
-            msg += (" The file was recorded by pytest-llmppl 0.3, whose model fingerprints no model matches now (the "
-                    "identity covers everything the forward reads): one refresh brings it up to date.")
-        spec = call.spec
-        here = {"corpus_sha256": spec.corpus, "seqlen": spec.seqlen, "protocol": spec.protocol,
-                "stride": spec.stride, "max_windows": spec.max_windows}
-        for entry in self.file.entries_for_test(test):
-            differ = [k.replace("_sha256", "") for k, v in here.items() if entry.get(k) != v]
-            msg += (f" The file's entry for this test was recorded with another {', '.join(differ)}." if differ else
-                    " The file's entry for this test was recorded for other weights or another tokenizer.")
-        return msg
-
-    def _record_in_file(self, call: Call, result: PerplexityResult, test: str) -> None:
-        assert self.file is not None
-        if not result.finite:
-            warn_at_user(f"baseline for {call.model_name} is {result.ppl} (not finite): not recorded in "
-                          f"{self.file.path}", BaselineMismatchWarning)
-            return
-        from .keep.baselines import entry_for
-
-        self.file.record(call.spec.file_key, entry_for(result, call.spec, test=test, model=call.model_name,
-                                                       file_dir=self.file.folder))
-
-    def _record_check(self, call: Call, result: PerplexityResult, test: str, index: int, kl: Any = None,
-                      base: PerplexityResult | None = None) -> None:
-        """``--ppl-update-baselines``: record the candidate as this check's result (finite and
-        complete only; checks after one that could not be recorded are not recorded either, so
-        records keep their call order)."""
-        assert self.file is not None
-        if not result.finite or result.n_windows != call.spec.n_windows or \
-                len(self.file.updated_checks.get(test, [])) != index:
-            warn_at_user(f"check {index + 1} of {test}: PPL {result.ppl} is not a complete finite result: not "
-                          f"recorded in {self.file.path}", BaselineMismatchWarning)
-            return
-        from .keep.baselines import entry_for
-
-        entry = entry_for(result, call.spec, test=test, model=call.model_name, file_dir=self.file.folder)
-        if kl is not None and base is not None and base.identity is not None:
-            entry["kl"] = {"dense_model_fingerprint": base.identity.model, **kl.to_json()}
-        self.file.record_check(test, index, entry)
-
     # -- records: publish (any process), collect (controller), finish --------------------
     def take_pending(self) -> list[dict[str, Any]]:
         out = [to_json(r) for r in self.pending]
@@ -652,119 +561,25 @@ class PPLSession:
         if records:
             self.collected.extend(records)
 
-    def take_file_changes(self) -> dict[str, Any] | None:
-        """What this process recorded in or used from the committed file since it last said so:
-        a worker sends it with each test's report, so a worker that crashes loses at most the
-        test it was running (never what the tests before it recorded)."""
-        f = self.file
-        if f is None:
-            return None
-        sent = self._sent
-        updated = {k: e for k, e in f.updated.items() if sent.get(k) is not e}
-        checks = {t: list(e) for t, e in f.updated_checks.items() if sent.get("checks " + t) != tuple(map(id, e))}
-        used = sorted(k for k in f.used if ("used " + k) not in sent)
-        if not (updated or checks or used):
-            return None
-        sent.update(updated)
-        sent.update({"checks " + t: tuple(map(id, f.updated_checks[t])) for t in checks})
-        sent.update({"used " + k: True for k in used})
-        return {"updated": updated, "checks": checks, "used": used}
-
-    def merge_file_changes(self, changes: dict[str, Any] | None) -> None:
-        """Controller: a worker's file changes, as they come with its reports."""
-        if self.file is None or not changes:
-            return
-        for key, entry in changes.get("updated", {}).items():
-            self.file.record(key, entry)
-        for test, entries in changes.get("checks", {}).items():
-            self.file.updated_checks[test] = list(entries)
-        self.file.used.update(changes.get("used", ()))
-
     def records(self) -> list[Record]:
         return [from_json(r) for r in self.collected]
 
     def finish(self, whole_files: set[str], outcome_counts: dict[str, int], header: str,
                narrowed: bool = False) -> list[str]:
-        """End of run (controller only): rewrite the committed file (or write this shard's changes
-        to it), write the reports.  Returns lines for the terminal."""
+        """End of run (controller only): the committed file (or this shard's changes to it), then
+        the reports.  Returns lines for the terminal."""
         lines: list[str] = []
         if self.file is None and not (self.settings.report or self.settings.report_md):
             return lines
-        from .keep.files import write_text_file
-        from .report.render import plural
+        if self.recording is not None:
+            from .keep.recording import RunFacts
 
-        if self.file is not None and self.settings.file_changes:
-            lines.append(self._write_changes(narrowed))  # names as this run used them: merge names them
-        elif self.file is not None and self.settings.update_baselines:
-            self.file.name_entries(self.finished, self.seen, whole_files)
-            stale, stale_checks = self.file.stale(self.passed, self.seen, whole_files)
-            kept = self.file.unfinished(self.to_run - self.finished)
-            if kept:
-                lines.append(f"llmppl kept {plural(kept, 'record')} of tests that did not run to their end (the run "
-                             "stopped early: -x/--maxfail, an interrupt or a crash); a complete run removes what is "
-                             "unused")
-            if self.file.updated or self.file.updated_checks or stale or stale_checks:
-                write_text_file(self.file.path, self.file.render(drop=stale, drop_checks=stale_checks))
-                n_checks = sum(len(v) for v in self.file.updated_checks.values())
-                recorded = f"{plural(len(self.file.updated), 'baseline')} and {plural(n_checks, 'check')} recorded"
-                lines.append(f"llmppl baselines written to {self.file.path}: {recorded}, "
-                             f"{len(stale) + len(stale_checks)} unused removed")
-        records = self.records()
-        if self.file is not None and not self.settings.update_baselines:
-            unguarded = sum(1 for r in records if getattr(r, "against_record", None) is AgainstRecord.NO_RECORD)
-            if unguarded:
-                lines.append(f"llmppl: {plural(unguarded, 'check')} ran without a record in {self.file.path.name}: the "
-                             "regression and size guards were off for them; record them with --ppl-update-baselines")
-        if self.settings.report or self.settings.report_md:
-            from .report import render as report
+            run = RunFacts(self.passed, self.seen, self.finished, self.to_run, self.deselected, self.stopped)
+            lines += self.recording.write(run, whole_files, narrowed)
+        from .report.run_end import report_files
 
-            if self.settings.report:
-                write_text_file(self.settings.report,
-                                report.json_report(records, self.settings, outcome_counts, header))
-                lines.append(f"llmppl report written to {self.settings.report}")
-            if self.settings.report_md:
-                write_text_file(self.settings.report_md, report.markdown(records, header, outcome_counts))
-                lines.append(f"llmppl report written to {self.settings.report_md}")
+        lines += report_files(self.records(), self.settings, self.file, outcome_counts, header)
         return lines
-
-    def _write_changes(self, narrowed: bool) -> str:
-        """``--ppl-file-changes``: this run's part of a refresh, for ``merge`` (the file is left as it is)."""
-        from .keep.file_changes import FileChanges, file_sha256
-        from .keep.files import write_text_file
-        from .report.render import plural
-
-        f = self.file
-        assert f is not None and self.settings.file_changes is not None
-        changes = FileChanges(
-            file_sha256(f.path), f.updated, f.updated_checks, tuple(f.used - set(f.updated)), tuple(self.passed),
-            tuple(self.seen), tuple(self.finished), None if narrowed else tuple(self.to_run | self.deselected),
-            self.stopped)
-        write_text_file(self.settings.file_changes, changes.to_json())
-        n_checks = sum(len(v) for v in f.updated_checks.values())
-        return (f"llmppl changes to {f.path.name} written to {self.settings.file_changes}: "
-                f"{plural(len(f.updated), 'baseline')} and {plural(n_checks, 'check')} recorded; combine the shards "
-                f"with python -m pytest_llmppl merge --baselines {f.path.name} SHARD...")
-
-    def version_note(self) -> str | None:
-        """A header line when the committed file was recorded with other torch/transformers."""
-        if self.file is None:
-            return None
-        from .identity.spec import software_versions
-
-        here = software_versions()
-        other = sorted(v for v in self.file.recorded_versions() if v != (here["torch"], here["transformers"]))
-        lines = []
-        if other:
-            there = ", ".join(f"torch {t} / transformers {tf}" for t, tf in other)
-            lines.append(f"llmppl: baselines in {self.file.path.name} were recorded with {there}; this run has "
-                         f"torch {here['torch']} / transformers {here['transformers']} (numbers may differ slightly)")
-        older = self.file.older_identities()
-        if older:
-            lines.append(f"llmppl: {older} entr{'y' if older == 1 else 'ies'} in {self.file.path.name} carry a model "
-                         "fingerprint of pytest-llmppl 0.3 (state dict, config and hooks only), which no model matches "
-                         "now that the identity covers everything the forward reads: they are re-measured until you "
-                         "refresh the file once with --ppl-update-baselines")
-        return "\n".join(lines) or None
 
 
 def check_arguments(model: Any, tokenizer: Any, fixture: str) -> None:
@@ -816,26 +631,6 @@ def _unpack_baseline(baseline: Any) -> tuple[PerplexityResult | None, Source, fl
             "baseline must be what ppl_baseline returned, a PerplexityResult or a number, "
             f"not {type(baseline).__name__}"
         ) from None
-
-
-def recorded_size(entry: dict[str, Any]) -> Any:
-    """The size facts a committed entry recorded (None before 0.4; validated on load)."""
-    from .identity.size_facts import SizeFacts
-
-    return SizeFacts.from_json(entry["size"]) if isinstance(entry.get("size"), dict) else None
-
-
-def record_settings(spec: MeasurementSpec) -> dict[str, Any]:
-    """What a recorded check and this run must share to be compared (committed entries' names)."""
-    return {"tokenizer_fingerprint": spec.tokenizer, "corpus_sha256": spec.corpus, "seqlen": spec.seqlen,
-            "protocol": spec.protocol, "stride": spec.stride, "max_windows": spec.max_windows,
-            "device": spec.device_type, "dtype": spec.dtype}
-
-
-def _settings_text(values: dict[str, Any]) -> str:
-    shown = {"tokenizer_fingerprint": "tokenizer", "corpus_sha256": "corpus content"}
-    return ", ".join(f"{shown.get(k, k)} {str(v)[:8] if k in shown else v}" for k, v in values.items()
-                     if v is not None)
 
 
 def _refuse_mismatch(base: MeasurementSpec, call: Call) -> None:
