@@ -133,20 +133,15 @@ def _diff(args: Any) -> int:
 
 def _committed(path: str) -> dict[str, Any]:
     """A committed file's entries, validated as the plugin reads them (an empty file: none)."""
-    import tempfile
-
     from .keep.baselines import BaselinesFile
 
     text = sys.stdin.read() if path == "-" else _text(path)
     if not text.strip():
         return {"baselines": {}, "checks": {}}
-    with tempfile.TemporaryDirectory() as folder:
-        copy = Path(folder) / (Path(path).name if path != "-" else "stdin.json")
-        copy.write_text(text, encoding="utf-8")
-        try:
-            loaded = BaselinesFile.load(copy)
-        except BaselineError as exc:
-            raise SettingsError(str(exc).replace(str(copy), path)) from None
+    try:
+        loaded = BaselinesFile.parse("<stdin>" if path == "-" else path, text)
+    except BaselineError as exc:
+        raise SettingsError(str(exc)) from None
     return {"baselines": loaded.entries, "checks": loaded.checks}
 
 
@@ -159,10 +154,10 @@ def _text(path: str) -> str:
 
 def _durations(args: Any) -> int:
     from .keep.files import write_text_file
-    from .report.durations import test_durations
+    from .report.durations import durations_of
 
     reports = [_json(p) for p in args.reports]
-    durations = test_durations(reports)
+    durations = durations_of(reports)
     write_text_file(args.out, json.dumps(durations, indent=1, sort_keys=True) + "\n")
     print(f"llmppl: durations of {len(durations)} tests written to {args.out} (pytest-split --durations-path)",
           file=sys.stderr)

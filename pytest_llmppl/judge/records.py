@@ -232,6 +232,11 @@ def se_text(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}f}" if x is not None and math.isfinite(x) else "n/a"
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 baseline``, ``2 baselines``, ``0 numbers``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def signed(x: float, digits: int = 4) -> str:
     """``+0.0123``; a value that rounds to zero is ``+0.0000``, never ``-0.0000``."""
     text = f"{x:+.{digits}f}"

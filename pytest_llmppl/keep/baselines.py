@@ -226,8 +226,21 @@ class BaselinesFile:
                 )
             return self
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BaselineError(
+                f"baselines file {self.path} is not valid JSON ({exc}); fix it or regenerate it with "
+                "--ppl-update-baselines."
+            ) from None
+        return cls.parse(self.path, text, replacing=replacing)
+
+    @classmethod
+    def parse(cls, path: str | Path, text: str, *, replacing: bool = False) -> BaselinesFile:
+        """``load`` of text already read (``diff`` reads one side from stdin); ``path`` names it."""
+        self = cls(Path(path))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
             raise BaselineError(
                 f"baselines file {self.path} is not valid JSON ({exc}); fix it or regenerate it with "
                 "--ppl-update-baselines."

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BaselineMismatchWarning, PPLFailure, RecordMismatchWarning, warn_at_user
-from ..judge.records import AgainstRecord
+from ..judge.records import AgainstRecord, plural
 from ..settings import Settings
 from .baselines import BaselinesFile
 
@@ -213,10 +213,6 @@ class Recording:
                          "now that the identity covers everything the forward reads: they are re-measured until you "
                          "refresh the file once with --ppl-update-baselines")
         return "\n".join(lines) or None
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def recorded_size(entry: dict[str, Any]) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def test_durations(reports: list[dict[str, Any]]) -> dict[str, float]:
+def durations_of(reports: list[dict[str, Any]]) -> dict[str, float]:
     """Seconds per test id over the records of the given JSON reports (a later report's test
     replaces an earlier one's)."""
     out: dict[str, float] = {}

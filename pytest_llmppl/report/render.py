@@ -20,6 +20,7 @@ from ..judge.records import (
     MeasureRecord,
     Record,
     Verdict,
+    plural,
     se_text,
     signed,
     to_json,
@@ -371,11 +372,6 @@ def _charted_comparison(r: CheckRecord) -> tuple[str, tuple[float | None, ...]]:
     if "regression" in r.decided_by:
         return "record", r.window_delta_recorded
     return "", ()
-
-
-def plural(n: int, noun: str) -> str:
-    """``1 baseline``, ``2 baselines``, ``0 numbers``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _footer(records: list[Record], outcomes: dict[str, int]) -> str:
