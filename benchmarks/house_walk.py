@@ -1,18 +1,23 @@
 """The walk of one ``ppl_check`` through the package: which modules ("rooms") it enters, in order.
 
 A ``ppl_baseline`` then a ``ppl_check`` of a pruned copy run in one session (the fixture model,
-a fresh store, the plugin's own ``PPLSession``), under ``sys.setprofile``: every call into a
-function of ``pytest_llmppl`` names its module; consecutive calls in one module are one stay.
-A module's floor is its height in the package's import graph (every import, inside functions
-too; a module that imports none of the package is floor 0), so moving to a higher floor than the
-previous stay is a climb back up, and entering a module left earlier is a return.
+a fresh store, the plugin's own ``PPLSession``), under ``sys.setprofile``.  Every call from one
+module of ``pytest_llmppl`` into a function of another is an entry (each call site once, so a
+loop is one entry; property getters are glances, not entries).  A module's floor is its height
+in the package's import graph (every import, inside functions too; a module that imports none
+of the package is floor 0), so an entry into a higher floor than its caller's is a climb back up.
 
-    python benchmarks/house_walk.py           # prints the walk and its counts
+The counts: entries (module changes), rooms (modules entered), climbs, and the modules entered
+most often.  ``--with-baseline`` walks the baseline too; ``--stays`` prints the older count (the
+sequence of modules the walk is in, returns to a caller included).
+
+    python benchmarks/house_walk.py           # the check's walk and its counts
 """
 
 from __future__ import annotations
 
 import ast
+import collections
 import copy
 import itertools
 import sys
@@ -96,7 +101,8 @@ def property_code() -> set:
     return found
 
 
-def walk() -> list[str]:
+def walk(with_baseline: bool = False) -> list[tuple[str, str]]:
+    """The (caller, callee) module of every entry, in order (caller "" for the test itself)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -113,7 +119,7 @@ def walk() -> list[str]:
     import tempfile
 
     session = PPLSession(Settings(corpus=str(CORPUS_TXT), seqlen=128, cache_dir=tempfile.mkdtemp()))
-    trail: list[str] = []
+    entries: list[tuple[str, str]] = []
     taken: set[tuple[str, str]] = set()
     glances = property_code()
 
@@ -133,30 +139,39 @@ def walk() -> list[str]:
         if site in taken:
             return
         taken.add(site)
-        if caller:
-            trail.append(caller)
-        trail.append(callee)
+        entries.append((caller, callee))
 
+    if not with_baseline:
+        base = session.baseline(dense, tok, test="t")
     sys.setprofile(profile)
     try:
-        base = session.baseline(dense, tok, test="t")
+        if with_baseline:
+            base = session.baseline(dense, tok, test="t")
         session.check(pruned, tok, baseline=base, budget=Budget(100.0), test="t")
     finally:
         sys.setprofile(None)
-    stays = [m for i, m in enumerate(trail) if i == 0 or trail[i - 1] != m]
-    return stays
+    return entries
 
 
-def main() -> int:
-    stays = walk()
-    climbs = sum(floor(b) > floor(a) for a, b in itertools.pairwise(stays))
-    seen: set[str] = set()
-    returns = 0
-    for m in stays:
-        returns += m in seen
-        seen.add(m)
-    print(" -> ".join(f"{m}({floor(m)})" for m in stays))
-    print(f"{len(stays)} stays in {len(seen)} rooms, {climbs} climbs back up, {returns} returns")
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    entries = walk(with_baseline="--with-baseline" in args)
+    if "--stays" in args:
+        trail = [m for caller, callee in entries for m in (caller, callee) if m]
+        stays = [m for i, m in enumerate(trail) if i == 0 or trail[i - 1] != m]
+        climbs = sum(floor(b) > floor(a) for a, b in itertools.pairwise(stays))
+        returns = len(stays) - len(set(stays))
+        print(" -> ".join(f"{m}({floor(m)})" for m in stays))
+        print(f"{len(stays)} stays in {len(set(stays))} rooms, {climbs} climbs back up, {returns} returns")
+        return 0
+    entered = collections.Counter(callee for _, callee in entries)
+    climbs = [(a, b) for a, b in entries if a and floor(b) > floor(a)]
+    for caller, callee in entries:
+        up = "  (climb)" if caller and floor(callee) > floor(caller) else ""
+        print(f"{caller or 'the test'} -> {callee}{up}")
+    most = ", ".join(f"{m} {n}" for m, n in entered.most_common() if n == entered.most_common(1)[0][1])
+    print(f"{len(entries)} entries into {len(entered)} rooms, {len(climbs)} climbs back up; "
+          f"entered most: {most}")
     return 0
 
 

@@ -299,20 +299,20 @@ class RunHooks:
             self.session.collect(report.nodeid, report.when, getattr(report, "llmppl", None), report.passed)
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
-        self.session.deselected.update(item.nodeid for item in items)
+        self.session.run.deselected.update(item.nodeid for item in items)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """xdist controller: what a worker deselected (pytest-split deselects in the workers)."""
-        self.session.deselected.update(getattr(node, "workeroutput", {}).get("llmppl_deselected", ()))
+        self.session.run.deselected.update(getattr(node, "workeroutput", {}).get("llmppl_deselected", ()))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.session.to_run.update(item.nodeid for item in session.items)
+        self.session.run.to_run.update(item.nodeid for item in session.items)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """xdist controller: what the workers will run (it collects nothing itself)."""
-        self.session.to_run.update(ids)
+        self.session.run.to_run.update(ids)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -321,15 +321,15 @@ class RunHooks:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):
-            self.config.workeroutput["llmppl_deselected"] = sorted(self.session.deselected)  # type: ignore[attr-defined]
+            self.config.workeroutput["llmppl_deselected"] = sorted(self.session.run.deselected)  # type: ignore[attr-defined]
             return
-        self.session.stopped = bool(session.shouldstop or session.shouldfail) or exitstatus in (
+        self.session.run.stopped = bool(session.shouldstop or session.shouldfail) or exitstatus in (
             pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         stats = getattr(terminal, "stats", {}) or {}
         outcomes = {k: len(stats.get(k, [])) for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
-        self.end_lines = self.session.finish(_whole_files(session, self.session), outcomes,
-                                             "\n".join(pytest_report_header(self.config)), _narrowed(session))
+        self.end_lines = self.session.finish(outcomes, "\n".join(pytest_report_header(self.config)),
+                                             _narrowed(session))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if hasattr(self.config, "workerinput"):
@@ -341,16 +341,6 @@ class RunHooks:
             terminalreporter.write_line(terminal_table(self.session.records()))
         for line in getattr(self, "end_lines", []):
             terminalreporter.write_line(line)
-
-
-def _whole_files(session: pytest.Session, ppl: PPLSession) -> set[str]:
-    """Test files this run collected whole (nothing deselected, no -k/-m, no node ids) and whose
-    every test ran to its end (no -x/--maxfail stop, no interrupt, no crash): only there does a
-    test missing from the run mean a test gone from the file."""
-    if ppl.stopped or ppl.deselected or _narrowed(session):
-        return set()
-    unfinished = {nodeid.split("::")[0] for nodeid in ppl.to_run - ppl.finished}
-    return {nodeid.split("::")[0] for nodeid in ppl.seen} - unfinished
 
 
 def _narrowed(session: pytest.Session) -> bool:

@@ -1,5 +1,6 @@
 """The package's folders are the pipeline's stages, and imports run down it (every import, inside
-functions too): identity <- measure <- judge <- keep <- report <- the session, plugin and CLI."""
+functions too): identity <- measure <- judge <- keep <- sources <- report <- the session, plugin and
+CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 PACKAGE = ROOT / "pytest_llmppl"
-STAGES = ("identity", "measure", "judge", "keep", "report")
+STAGES = ("identity", "measure", "judge", "keep", "sources", "report")
 # What each stage may import from the others (the package's top-level modules other than errors and
 # settings, the session, plugin and CLI among them, are imported by no stage).
 MAY_IMPORT = {
@@ -18,6 +19,7 @@ MAY_IMPORT = {
     "measure": {"identity", "keep.store", "keep.files"},  # tokens are cached in the store
     "judge": {"identity", "measure"},
     "keep": {"identity", "measure", "judge"},
+    "sources": {"identity", "measure", "judge", "keep"},
     "report": {"identity", "measure", "judge", "keep"},
 }
 BASE = {"errors", "settings"}
@@ -57,7 +59,7 @@ def test_a_stage_imports_only_the_stages_before_it(stage):
     for path in sorted((PACKAGE / stage).glob("*.py")):
         for target, line in _imports(path):
             if target == "!pytest":
-                if stage in ("keep", "identity", "measure", "judge"):
+                if stage in ("identity", "measure", "judge", "keep", "sources"):
                     wrong.append(f"{path.name}:{line} imports pytest")
             elif not _allowed(stage, target):
                 wrong.append(f"{path.name}:{line} imports {target}")

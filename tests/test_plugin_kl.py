@@ -173,7 +173,7 @@ def test_a_served_baseline_does_not_keep_the_dense_model_alive(tmp_path):
     recording = Settings(**common, update_baselines=True)
     session = PPLSession(recording, file=load_file(recording))
     session.baseline(AutoModelForCausalLM.from_pretrained(TINY), tok, test="t")
-    session.finish(set(), {}, "")
+    session.finish({}, "")
     fresh = Settings(**common)
     dense = AutoModelForCausalLM.from_pretrained(TINY)
     base = PPLSession(fresh, file=load_file(fresh)).baseline(dense, tok, test="t")

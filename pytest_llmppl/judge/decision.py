@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..identity.size_facts import SHOWN_CHANGES, SizeFacts, grew
-from ..identity.spec import MeasurementSpec
 from ..measure.perplexity_result import PerplexityResult
 from ..settings import Budget, budget_words
 from .hotspots import describe, window_deltas, worst_windows
@@ -29,6 +28,7 @@ from .records import (
     ShapeChange,
     SizeGrowth,
     Source,
+    Subject,
     Verdict,
     WindowLoss,
     se_text,
@@ -37,7 +37,9 @@ from .records import (
 from .stats import EarlyDecision, paired_delta, top1_agreement
 
 if TYPE_CHECKING:
+    from ..measure.call import Call
     from ..measure.divergence import KLDivergence
+    from .against import Against
 
 WORST_WINDOWS = 3
 
@@ -84,12 +86,13 @@ class EarlyRules:
                    for r in (self.budget, self.regression) if r is not None)
 
 
-def early_rules(base: PerplexityResult | None, base_spec: MeasurementSpec | None, call: Any, budget: Budget,
-                base_ppl: float, recorded: Recorded) -> tuple[EarlyRules | None, list[int] | None]:
+def early_rules(against: Against, call: Call, budget: Budget,
+                recorded: Recorded) -> tuple[EarlyRules | None, list[int] | None]:
     """The sequential rules and a fixed pseudo-random window order, when early verdicts are on
     and the baseline (and a recorded result being compared) covers every window of the same
     (content-identified) corpus."""
-    if not call.settings.early_stop or base is None or base_spec is None or base.subset or call.spec.max_windows:
+    base, base_ppl = against.result, against.ppl
+    if not call.settings.early_stop or base is None or against.spec is None or base.subset or call.spec.max_windows:
         return None, None
     reg = recorded.result if recorded.threshold is not None else None
     if reg is not None and (reg.subset or reg.window_index != base.window_index):
@@ -111,9 +114,10 @@ def _rule(reference: PerplexityResult, threshold: float, confidence: float) -> E
                          confidence)
 
 
-def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float, base_source: Source,
-           result: PerplexityResult, source: Source, budget: Budget, rules: EarlyRules | None, seconds: float,
-           recorded: Recorded = NO_RECORD, kl: KLDivergence | None = None) -> CheckRecord:
+def decide(call: Call, against: Against, result: PerplexityResult, source: Source, budget: Budget,
+           rules: EarlyRules | None, seconds: float, recorded: Recorded = NO_RECORD,
+           kl: KLDivergence | None = None) -> CheckRecord:
+    base, base_ppl, base_source = against.result, against.ppl, against.source
     threshold = budget.threshold(base_ppl)
     # An early verdict: the rules stopped the run before its end, certain of every comparison.
     decided = rules if rules is not None and result.subset and rules.certain() else None
@@ -157,7 +161,7 @@ def decide(call: Any, test: str, base: PerplexityResult | None, base_ppl: float,
     base_id = base.identity.model_id if base is not None and base.identity is not None else ""
     identical = bool(base is not None and base.identity is not None and base.identity.model == call.spec.model)
     return CheckRecord(
-        subject=call.subject(test, result),
+        subject=Subject.of(call, result),
         baseline=base_ppl,
         baseline_source=base_source,
         baseline_model_id=base_id,

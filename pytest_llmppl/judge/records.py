@@ -14,6 +14,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from ..measure.call import Call
     from ..measure.divergence import KLDivergence
     from ..measure.lmeval import LMEvalMetrics
     from .stats import PairedDelta, Top1Agreement
@@ -69,6 +70,19 @@ class Subject:
     nonzero: int | None = None      # its non-zero parameters (what unstructured pruning removes)
     linear_macs: int | None = None  # its linear layers' multiply-accumulates per token
     forward_seconds: float | None = None  # what its result's forward took where it was measured (0: unknown)
+
+    @classmethod
+    def of(cls, call: Call, result: Any = None) -> Subject:
+        """The subject of a fixture call, with what its result (if any) says of the windows and time."""
+        s, size = call.spec, call.spec.size
+        return cls(test=call.test, model=call.model_name, model_id=s.model_id, corpus=s.corpus_name,
+                   seqlen=s.seqlen, protocol=s.protocol, stride=s.stride,
+                   n_windows=result.n_windows if result is not None else s.n_windows,
+                   n_windows_total=s.n_windows_total, device=s.device_type, dtype=s.dtype, unpinned=s.unpinned,
+                   params=size.params if size is not None else None,
+                   nonzero=size.nonzero if size is not None else None,
+                   linear_macs=size.linear_macs if size is not None else None,
+                   forward_seconds=result.seconds if result is not None else None)
 
 
 @dataclass(frozen=True)

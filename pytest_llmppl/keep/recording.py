@@ -18,16 +18,32 @@ if TYPE_CHECKING:
     from ..measure.perplexity_result import PerplexityResult
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunFacts:
-    """What the run knows at its end of the tests it collected and ran."""
+    """What the run knows of the tests it collected and ran (the controller's, under xdist)."""
 
-    passed: set[str]
-    seen: set[str]
-    finished: set[str]
-    to_run: set[str]
-    deselected: set[str]
-    stopped: bool
+    passed: set[str] = field(default_factory=set)    # tests whose call phase passed
+    seen: set[str] = field(default_factory=set)      # tests that reported at all
+    finished: set[str] = field(default_factory=set)  # tests that ran to their end (teardown reported)
+    to_run: set[str] = field(default_factory=set)    # every test collected to run (after deselection)
+    deselected: set[str] = field(default_factory=set)  # collected, then left out (-k, a splitter)
+    stopped: bool = False  # the run ended early (-x/--maxfail, an interrupt, an internal error)
+
+    def report(self, nodeid: str, when: str, passed: bool) -> None:
+        self.seen.add(nodeid)
+        if when == "teardown":
+            self.finished.add(nodeid)
+        if when == "call" and passed:
+            self.passed.add(nodeid)
+
+    def whole_files(self, narrowed: bool) -> set[str]:
+        """Test files this run collected whole (nothing deselected, not ``narrowed`` by -k, -m or
+        node ids) and whose every test ran to its end (no -x/--maxfail stop, no interrupt, no
+        crash): only there does a test missing from the run mean a test gone from the file."""
+        if self.stopped or self.deselected or narrowed:
+            return set()
+        unfinished = {nodeid.split("::")[0] for nodeid in self.to_run - self.finished}
+        return {nodeid.split("::")[0] for nodeid in self.seen} - unfinished
 
 
 @dataclass
