@@ -154,7 +154,8 @@ class PPLSession:
               **overrides: Any) -> PerplexityResult:
         """``ppl_check``: serve or measure the candidate, decide against ``baseline + budget`` and
         against this check's recorded result ``+ regression tolerance``."""
-        from .judge.decision import NO_RECORD, decide, failure_message
+        from .judge.decision import NO_RECORD, decide
+        from .judge.messages import failure_message
 
         t0 = time.perf_counter()
         call = self._call(model, tokenizer, overrides, "ppl_check", test)

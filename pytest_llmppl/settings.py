@@ -9,211 +9,36 @@ here, at start-up, so a typo never waits for a model to load.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .errors import SettingsError
+from .values import (
+    DEFAULT_REGRESSION_TOLERANCE,
+    Budget,
+    KeepAtMost,
+    as_text,
+    budget_words,
+    choice_of,
+    parse_batch_size,
+    parse_bool,
+    parse_budget,
+    parse_confidence,
+    parse_device,
+    parse_keep_at_most,
+    parse_kl_budget,
+    parse_seqlen,
+    parse_size_tolerance,
+    parse_tolerance,
+    positive_int,
+)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 PROTOCOLS = ("torch-pruning", "tokens", "sliding", "lm-eval", "llama.cpp")
 DEFAULT_PROTOCOL = PROTOCOLS[0]
 ENV_PREFIX = "PYTEST_LLMPPL_"
-_DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu|npu|hpu)(:\d+)?)$")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much PPL may rise: ``value`` in PPL units, or percent of the baseline when relative."""
-
-    value: float
-    relative: bool = False
-
-    def threshold(self, baseline: float) -> float:
-        return baseline * (1 + self.value / 100) if self.relative else baseline + self.value
-
-    def lower(self, baseline: float) -> float:
-        """The same distance below: what counts as better than ``baseline``."""
-        return baseline * (1 - self.value / 100) if self.relative else baseline - self.value
-
-    def __str__(self) -> str:
-        return f"{self.value:g}%" if self.relative else f"{self.value:g}"
-
-
-def budget_words(budget: str) -> str:
-    """A budget as printed: an absolute one below 1 PPL says its unit, so ``0.3`` meant as 30% is
-    never read silently (``0.3 PPL (absolute; 30% would be relative)``)."""
-    try:
-        value = float(budget)
-    except ValueError:
-        return budget
-    return f"{budget} PPL (absolute; {100 * value:g}% would be relative)" if 0 < value < 1 else budget
-
-
-OFF = ("off", "none")
-DEFAULT_REGRESSION_TOLERANCE = "1%"
-
-
-def parse_budget(raw: Any) -> Budget:
-    """``2.0`` (absolute PPL) or ``5%`` (relative); negative, NaN, inf or text are refused."""
-    if isinstance(raw, Budget):
-        return raw
-    text = str(raw).strip()
-    relative = text.endswith("%")
-    number = text[:-1].strip() if relative else text
-    try:
-        value = float(number)
-    except ValueError:
-        raise SettingsError(
-            f"invalid ppl budget {raw!r}: use an absolute PPL rise like 2.0 or a relative one like 5%"
-        ) from None
-    if isinstance(raw, bool) or not math.isfinite(value) or value < 0:
-        raise SettingsError(f"invalid ppl budget {raw!r}: it must be a finite number >= 0 (e.g. 2.0 or 5%)")
-    return Budget(value, relative)
-
-
-def _budget_or_off(raw: Any, usage: str) -> Budget | None:
-    """The budget's grammar (``0.5``, ``1%``) or ``off`` (None); ``usage`` says what else to write."""
-    if raw is None or isinstance(raw, Budget):
-        return raw
-    if str(raw).strip().lower() in OFF:
-        return None
-    try:
-        return parse_budget(raw)
-    except SettingsError:
-        raise SettingsError(usage.format(raw=raw)) from None
-
-
-def parse_tolerance(raw: Any) -> Budget | None:
-    """The regression tolerance: the budget's grammar (``0.5``, ``1%``) or ``off`` (None)."""
-    return _budget_or_off(raw, "invalid regression tolerance {raw!r}: use an absolute PPL rise like 0.5, a relative "
-                               "one like 1%, or off")
-
-
-def parse_size_tolerance(raw: Any) -> Budget | None:
-    """How much a check's model may grow over its recorded size: a parameter count (``0``, the
-    default: not at all), a share (``2%``), or ``off``."""
-    return _budget_or_off(raw, "invalid size tolerance {raw!r}: use a number of parameters like 1000, a share like "
-                               "2%, or off")
-
-
-@dataclass(frozen=True)
-class KeepAtMost:
-    """The most a pruned model may keep: a share of the dense baseline's parameters or a count."""
-
-    value: float
-    relative: bool = True
-
-    def limit(self, dense_params: int | None) -> float | None:
-        """The largest parameter count allowed (None: a share with no dense count to take it of)."""
-        if not self.relative:
-            return self.value
-        return dense_params * self.value / 100 if dense_params else None
-
-    def __str__(self) -> str:
-        return f"{self.value:g}%" if self.relative else f"{self.value:,.0f}"
-
-
-def parse_keep_at_most(raw: Any) -> KeepAtMost | None:
-    """``80%`` (a share of the dense baseline's parameters), ``500000`` or ``6.5e9`` (a count), or
-    ``off``; a bare number below 1 is refused (``0.8``: write ``80%``)."""
-    if raw is None or isinstance(raw, KeepAtMost):
-        return raw
-    text = str(raw).strip().replace(",", "").replace("_", "")
-    if text.lower() in OFF:
-        return None
-    relative = text.endswith("%")
-    try:
-        value = float(text[:-1] if relative else text)
-    except ValueError:
-        value = math.nan
-    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0 or (relative and value > 100):
-        raise SettingsError(f"invalid keep_at_most {raw!r}: use a share of the dense model's parameters like 80%, "
-                            "a parameter count like 500000, or off")
-    if not relative and value < 1:
-        raise SettingsError(f"invalid keep_at_most {raw!r}: a bare number is a parameter count; for a share of "
-                            f"the dense model's parameters write {100 * value:g}%")
-    return KeepAtMost(value, relative)
-
-
-def parse_kl_budget(raw: Any) -> float | None:
-    """The KL budget: a mean KL divergence in nats per token (``0.05``), or ``off`` (None)."""
-    if raw is None or str(raw).strip().lower() in OFF:
-        return None
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        value = math.nan
-    if isinstance(raw, bool) or not math.isfinite(value) or value < 0:
-        raise SettingsError(f"invalid KL budget {raw!r}: use a mean KL divergence in nats per token >= 0, like "
-                            "0.05, or off")
-    return value
-
-
-def parse_batch_size(raw: Any) -> int | str:
-    if raw is None or str(raw).strip().lower() == "auto":
-        return "auto"
-    return _positive_int(raw, "batch size", "a positive integer or 'auto'")
-
-
-def _positive_int(raw: Any, name: str, what: str = "a positive integer", minimum: int = 1) -> int:
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise SettingsError(f"invalid {name} {raw!r}: use {what}") from None
-    if isinstance(raw, bool) or value < minimum:
-        raise SettingsError(f"invalid {name} {raw!r}: use {what}")
-    return value
-
-
-def parse_seqlen(raw: Any) -> int:
-    return _positive_int(raw, "seqlen", "an integer >= 2 (one token predicted from another)", minimum=2)
-
-
-def parse_confidence(raw: Any) -> float:
-    try:
-        value = float(str(raw))
-    except ValueError:
-        raise SettingsError(f"invalid confidence {raw!r}: use a number in (0.5, 1), e.g. 0.99") from None
-    if not 0.5 < value < 1.0:
-        raise SettingsError(f"invalid confidence {raw!r}: use a number in (0.5, 1), e.g. 0.99")
-    return value
-
-
-def parse_device(raw: Any) -> str:
-    """``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ... (checked for form here, for presence at start-up)."""
-    value = str(raw).strip().lower()
-    if not _DEVICE.match(value):
-        raise SettingsError(f"invalid device {raw!r}: use auto, cpu, cuda, cuda:N or mps")
-    return value
-
-
-def parse_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    value = str(raw).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise SettingsError(f"invalid boolean {raw!r}: use true or false")
-
-
-def _choice(name: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(raw: Any) -> str:
-        value = str(raw).strip().lower()
-        if value not in choices:
-            raise SettingsError(f"invalid {name} {raw!r}: choose one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def _text(raw: Any) -> str:
-    return str(raw)
 
 
 @dataclass(frozen=True)
@@ -254,42 +79,42 @@ class Settings:
         None, parse_kl_budget,
         "fail a check whose mean KL divergence from the dense model (nats per token, as llama.cpp reports it) "
         "exceeds this, e.g. 0.05 (default: off)", per_call=True)
-    corpus: str = setting("wikitext2", _text, "wikitext2 | ptb | c4 | FILE | hf:NAME[:CONFIG]:SPLIT[:COLUMN]",
+    corpus: str = setting("wikitext2", as_text, "wikitext2 | ptb | c4 | FILE | hf:NAME[:CONFIG]:SPLIT[:COLUMN]",
                           per_call=True)
     seqlen: int | None = setting(None, parse_seqlen,
                                  "window length (default: model.seqlen, else min(max_position_embeddings, 4096))",
                                  per_call=True)
-    protocol: str = setting(DEFAULT_PROTOCOL, _choice("protocol", PROTOCOLS), " | ".join(PROTOCOLS),
+    protocol: str = setting(DEFAULT_PROTOCOL, choice_of("protocol", PROTOCOLS), " | ".join(PROTOCOLS),
                             per_call=True, choices=PROTOCOLS)
-    stride: int | None = setting(None, lambda v: _positive_int(v, "stride"),
+    stride: int | None = setting(None, lambda v: positive_int(v, "stride"),
                                  "stride of --ppl-protocol=sliding (default: seqlen)", per_call=True)
     batch_size: int | str = setting("auto", parse_batch_size, "windows per forward: N or auto", per_call=True)
-    max_windows: int | None = setting(None, lambda v: _positive_int(v, "max_windows"),
+    max_windows: int | None = setting(None, lambda v: positive_int(v, "max_windows"),
                                       "evaluate an evenly spread subset of N windows (an estimate)", per_call=True)
     device: str | None = setting(None, parse_device,
                                  "evaluate on this device (cpu, cuda, cuda:1, or auto: one GPU per xdist worker, "
                                  "else cuda:0, else cpu; default: where the model is)", per_call=True)
-    dtype: str = setting("auto", _choice("dtype", DTYPES),
+    dtype: str = setting("auto", choice_of("dtype", DTYPES),
                          "auto | float32 | bfloat16 | float16 (lower than the weights: autocast)",
                          per_call=True, choices=DTYPES)
-    cache_dir: str | None = setting(None, _text,
+    cache_dir: str | None = setting(None, as_text,
                                     "where tokens and results are cached (default: .pytest_cache/d/llmppl)",
                                     path=True)
     no_cache: bool = setting(False, parse_bool, "do not read or write the llmppl cache", flag=True)
     remeasure: bool = setting(False, parse_bool, "measure every result afresh (the cache is still written)",
                               flag=True)
-    baselines: str | None = setting(None, _text,
+    baselines: str | None = setting(None, as_text,
                                     "committed baselines JSON file to read (and write with --ppl-update-baselines)",
                                     path=True)
     update_baselines: bool = setting(False, parse_bool,
                                      "measure baselines afresh and write them to --ppl-baselines", flag=True)
     file_changes: str | None = setting(
-        None, _text, "with --ppl-update-baselines: write this run's changes to the committed file here instead of "
+        None, as_text, "with --ppl-update-baselines: write this run's changes to the committed file here instead of "
         "rewriting it (one shard of a split suite; combine them with python -m pytest_llmppl merge)", path=True)
     strict: bool = setting(False, parse_bool, "a baseline missing from --ppl-baselines fails instead of being measured",
                            flag=True)
-    report: str | None = setting(None, _text, "write a JSON report to this file", path=True)
-    report_md: str | None = setting(None, _text, "write a markdown report (for $GITHUB_STEP_SUMMARY) to this file",
+    report: str | None = setting(None, as_text, "write a JSON report to this file", path=True)
+    report_md: str | None = setting(None, as_text, "write a markdown report (for $GITHUB_STEP_SUMMARY) to this file",
                                     path=True)
     allow_long_seqlen: bool = setting(False, parse_bool, "allow seqlen beyond the model's max_position_embeddings",
                                       flag=True, per_call=True)

@@ -13,7 +13,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from pytest_llmppl.judge.records import CheckRecord, Source, Subject, Verdict
-from pytest_llmppl.report.render import AXIS_LABELS, MAX_BARS, _chart
+from pytest_llmppl.report.charts import AXIS_LABELS, MAX_BARS
+from pytest_llmppl.report.charts import chart as _chart
 
 from plugin_support import project
 
@@ -90,7 +91,7 @@ def test_the_chart_reads_in_a_real_browser(pytester, tmp_path):
 def test_the_trade_off_curve_reads_in_a_real_browser(tmp_path):
     """A ratio sweep of four candidates of one baseline: PPL against the share kept, this run's
     points and the recorded ones, the dense model at 100%."""
-    from pytest_llmppl.report.render import tradeoff_charts
+    from pytest_llmppl.report.charts import tradeoff_charts
 
     records = []
     for kept, ppl, rec in ((0.35, 54.1, 50.0), (0.63, 8.66, 8.7), (0.76, 3.31, 3.3), (0.88, 2.2, 2.1)):

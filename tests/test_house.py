@@ -12,8 +12,8 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "pytest_llmppl"
 STAGES = ("identity", "measure", "judge", "keep", "sources", "report")
-# What each stage may import from the others (the package's top-level modules other than errors and
-# settings, the session, plugin and CLI among them, are imported by no stage).
+# What each stage may import from the others (the package's top-level modules other than errors,
+# settings and values, the session, plugin and CLI among them, are imported by no stage).
 MAY_IMPORT = {
     "identity": set(),
     "measure": {"identity", "keep.store", "keep.files"},  # tokens are cached in the store
@@ -22,7 +22,7 @@ MAY_IMPORT = {
     "sources": {"identity", "measure", "judge", "keep"},
     "report": {"identity", "measure", "judge", "keep"},
 }
-BASE = {"errors", "settings"}
+BASE = {"errors", "settings", "values"}
 
 
 def _imports(path):
@@ -69,7 +69,7 @@ def test_a_stage_imports_only_the_stages_before_it(stage):
 def test_every_module_is_in_a_stage_or_coordinates_them():
     top = sorted(p.stem for p in PACKAGE.glob("*.py"))
     assert top == ["__init__", "__main__", "api", "cli", "cli_files", "errors", "plugin", "pruning", "session",
-                   "settings", "startup"]
+                   "settings", "startup", "values"]
     for stage in STAGES:
         doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text()))
         assert doc and "Imports" in doc, f"{stage}/__init__.py says what it holds and what it may import"

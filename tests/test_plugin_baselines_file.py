@@ -269,7 +269,7 @@ def test_guard_{i}(model, tok, ppl_baseline):
 
 
 def test_a_committed_file_holds_no_path_outside_its_repository(tmp_path):
-    from pytest_llmppl.keep.baselines import relative_name
+    from pytest_llmppl.keep.entries import relative_name
 
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)

@@ -11,19 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..measure.perplexity_result import PerplexityResult
 from ..measure.windows import Window
 from .records import WindowLoss, signed
 
 _HEADING = re.compile(r"^ ?(=(?: =)*) (.+?) \1 ?$", re.MULTILINE)
 HEADING_LOOKBACK = 8192  # tokens decoded before a window to find its heading
 SNIPPET_CHARS = 70
-
-
-def window_deltas(base: PerplexityResult, cand: PerplexityResult) -> dict[int, float]:
-    """ΔNLL per scored position for every window both results evaluated."""
-    b = {i: n / w for i, n, w in zip(base.window_index, base.window_nll, base.window_weight)}
-    return {i: n / w - b[i] for i, n, w in zip(cand.window_index, cand.window_nll, cand.window_weight) if i in b}
 
 
 def worst_windows(deltas: dict[int, float], windows: list[Window], ids: Any, tokenizer: Any,

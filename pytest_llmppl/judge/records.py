@@ -50,6 +50,9 @@ class Source(str, Enum):
     GIVEN = "given"         # a number or result the test passed in
 
 
+IDENTICAL_NOTE = "the candidate's weights are identical to the baseline's: pruning changed nothing"
+
+
 @dataclass(frozen=True)
 class Subject:
     """What was measured, in words: the same on every kind of record."""

@@ -263,3 +263,31 @@ def top1_agreement(base_top1: dict, cand_top1: dict) -> Top1Agreement:
     else:
         var = math.nan  # one window: unknown
     return Top1Agreement(share=share, se=math.sqrt(var), tokens=total, windows=n)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate against one reference result (the baseline, or the check's record): everything
+    the judge asks of the windows both evaluated, computed in one visit."""
+
+    deltas: dict[int, float]  # window -> rise of the mean NLL per scored position
+    paired: PairedDelta | None  # None when the reference lacks a window the candidate evaluated
+    top1: Top1Agreement | None  # None when either side kept no argmax
+
+    @classmethod
+    def of(cls, reference: Any, candidate: Any) -> Comparison:
+        b = {i: (n, w) for i, n, w in zip(reference.window_index, reference.window_nll, reference.window_weight)}
+        deltas = {i: n / w - b[i][0] / b[i][1]
+                  for i, n, w in zip(candidate.window_index, candidate.window_nll, candidate.window_weight) if i in b}
+        paired = None
+        if all(i in b for i in candidate.window_index):
+            pairs = [b[i] for i in candidate.window_index]
+            paired = paired_delta([p[0] for p in pairs], [p[1] for p in pairs], candidate.window_nll,
+                                  candidate.window_weight, candidate.n_windows_total)
+        top1 = None
+        if reference.top1 and candidate.top1:
+            try:
+                top1 = top1_agreement(reference.top1, candidate.top1)
+            except ValueError:
+                top1 = None
+        return cls(deltas, paired, top1)

@@ -44,7 +44,7 @@ class FileChanges:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> FileChanges:
-        from .baselines import validate_entry
+        from .entries import validate_entry
 
         try:
             baselines, checks = data["baselines"], data["checks"]

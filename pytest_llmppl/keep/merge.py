@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BaselineError
-from .baselines import BaselinesFile, same_numbers
+from .baselines import BaselinesFile
+from .entries import same_numbers
 from .file_changes import FileChanges, file_sha256
 
 

@@ -57,7 +57,7 @@ class Recording:
         dtype); a missing record fails under ``--ppl-strict``, a record made with other settings
         warns (fails under strict)."""
         from ..judge.decision import Recorded
-        from .baselines import entry_result
+        from .entries import entry_result
 
         tolerance = call.settings.regression_tolerance
         if self.settings.update_baselines:
@@ -123,7 +123,7 @@ class Recording:
             warn_at_user(f"baseline for {call.model_name} is {result.ppl} (not finite): not recorded in "
                           f"{self.file.path}", BaselineMismatchWarning)
             return
-        from .baselines import entry_for
+        from .entries import entry_for
 
         self.file.record(call.spec.file_key, entry_for(result, call.spec, test=test, model=call.model_name,
                                                        file_dir=self.file.folder))
@@ -138,7 +138,7 @@ class Recording:
             warn_at_user(f"check {index + 1} of {test}: PPL {result.ppl} is not a complete finite result: not "
                           f"recorded in {self.file.path}", BaselineMismatchWarning)
             return
-        from .baselines import entry_for
+        from .entries import entry_for
 
         entry = entry_for(result, call.spec, test=test, model=call.model_name, file_dir=self.file.folder)
         if kl is not None and base is not None and base.identity is not None:

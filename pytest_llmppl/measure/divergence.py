@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .windows import Window
 
 TOP_K = 16          # the dense model's most likely tokens kept exactly at each position
 TAIL_SAMPLES = 16   # draws from the rest: chosen with benchmarks/kl_topk_error.py (docs/divergence.md)
@@ -299,3 +302,34 @@ def token_divergence(logprob_at: Any, logits: Any, ce: Any, ref_ids: Any, ref_lo
     dp = (torch.exp(-ce.double()) - torch.exp(-ref_ce.double())).float()
     same = logits.argmax(dim=-1) == ref_ids[..., 0].to(torch.long)
     return kl, dp, same
+
+
+class DeviceReference:
+    """A dense model's top-k on the device (uploaded once, like the token stream), handed out per
+    batch as [B, L-1, ...] tensors aligned with the forward's positions (unscored ones padded)."""
+
+    def __init__(self, reference: Any, windows: list[Window], chosen: list[int], device: Any):
+        import torch
+
+        parts = [getattr(reference, name) for name in reference.PARTS]
+        if any(i not in parts[-1] for i in chosen):
+            raise ValueError("the reference does not cover every chosen window")
+        self.k = reference.k
+        self.windows = windows
+        self.parts = {i: tuple(torch.as_tensor(part[i]).to(device) for part in parts) for i in chosen}
+
+    def batch(self, group: list[int]) -> tuple[Any, ...]:
+        import torch
+        import torch.nn.functional as F
+
+        out = []
+        for j in range(len(self.parts[group[0]])):
+            rows = []
+            for i in group:
+                t = self.parts[i][j]
+                pad = self.windows[i].score_from - 1
+                if pad:
+                    t = F.pad(t, (0, 0, pad, 0) if t.dim() == 2 else (pad, 0))
+                rows.append(t)
+            out.append(torch.stack(rows))
+        return tuple(out)

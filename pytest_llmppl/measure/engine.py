@@ -15,14 +15,14 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ModelError, SettingsError
-from .model_facts import evaluation_plan, input_device, param_dtype
+from ..errors import ModelError
+from .batch_sizer import BatchSizer
+from .divergence import DeviceReference
+from .model_facts import evaluation_plan, input_device
 from .windows import Window, plan_evaluation, window_weight
 
 LOGITS_CHUNK_BYTES = 128 * 2**20  # float32 log-probs per chunk: bounds the head's memory
 FUSED_CHUNK_BYTES = 256 * 2**20  # half-precision logits per chunk on the fused CUDA path
-CUDA_TOKENS_PER_BATCH = 2048
-CPU_START_TOKENS = 1024  # CPU auto starts near this many tokens per forward, then grows while faster
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
         # pageable memory would make the host wait for the GPU before every forward.
         stream = torch.as_tensor(ids, dtype=torch.long).to(in_device)
         run = _BatchRun(model, stream, windows, protocol, path, cast, want_argmax,
-                        BatchSizer(batch_size, in_device, model, seqlen), keep_topk,
-                        _DeviceReference(reference, windows, chosen, in_device) if reference is not None else None)
+                        BatchSizer(batch_size, in_device, model, seqlen, 2 * LOGITS_CHUNK_BYTES), keep_topk,
+                        DeviceReference(reference, windows, chosen, in_device) if reference is not None else None)
         run.over(chosen, progress, stop)
         _empty_cache(in_device)
     done = sorted(run.nll)
@@ -104,7 +104,7 @@ class _BatchRun:
     read), halves the batch on out-of-memory, and consults the stop rule."""
 
     def __init__(self, model, stream, windows: list[Window], protocol: str, path: str, cast, want_argmax: bool,
-                 sizer: BatchSizer, keep_topk: int = 0, reference: _DeviceReference | None = None):
+                 sizer: BatchSizer, keep_topk: int = 0, reference: DeviceReference | None = None):
         self.model, self.stream, self.windows, self.protocol = model, stream, windows, protocol
         self.path, self.cast, self.want_argmax, self.sizer = path, cast, want_argmax, sizer
         self.keep_topk, self.reference = keep_topk, reference
@@ -314,37 +314,6 @@ class _LogProbs:
         return self.full if self.full is not None else self.logits.float() - self.lse.unsqueeze(-1)
 
 
-class _DeviceReference:
-    """A dense model's top-k on the device (uploaded once, like the token stream), handed out per
-    batch as [B, L-1, ...] tensors aligned with the forward's positions (unscored ones padded)."""
-
-    def __init__(self, reference: Any, windows: list[Window], chosen: list[int], device: Any):
-        import torch
-
-        parts = [getattr(reference, name) for name in reference.PARTS]
-        if any(i not in parts[-1] for i in chosen):
-            raise ValueError("the reference does not cover every chosen window")
-        self.k = reference.k
-        self.windows = windows
-        self.parts = {i: tuple(torch.as_tensor(part[i]).to(device) for part in parts) for i in chosen}
-
-    def batch(self, group: list[int]) -> tuple[Any, ...]:
-        import torch
-        import torch.nn.functional as F
-
-        out = []
-        for j in range(len(self.parts[group[0]])):
-            rows = []
-            for i in group:
-                t = self.parts[i][j]
-                pad = self.windows[i].score_from - 1
-                if pad:
-                    t = F.pad(t, (0, 0, pad, 0) if t.dim() == 2 else (pad, 0))
-                rows.append(t)
-            out.append(torch.stack(rows))
-        return tuple(out)
-
-
 def _fused_ce():
     from ..measure import fused_ce
 
@@ -407,64 +376,3 @@ def _empty_cache(device) -> None:
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-class BatchSizer:
-    """Batch sizes for the next forward: fixed N, or ``auto``.
-
-    auto on CUDA: about 2048 tokens per forward, fewer if the activations would not fit
-    80% of free memory (estimated from the shapes), halved on an out-of-memory error.
-    auto on CPU: starts near 1024 tokens per forward and doubles while measured tokens/s
-    improves by 10% or more (up to 64 windows), then stays.
-    """
-
-    def __init__(self, batch_size, device, model, seqlen: int):
-        self.fixed = None if batch_size in (None, "auto") else int(batch_size)
-        if self.fixed is not None and self.fixed < 1:
-            raise SettingsError(f"batch_size must be >= 1 or 'auto', got {batch_size!r}")
-        self.device = device
-        cpu_start = max(1, min(16, CPU_START_TOKENS // seqlen))
-        self.current = self.fixed or (self._cuda_estimate(model, seqlen) if device.type == "cuda" else cpu_start)
-        self.largest = self.current
-        self.rates: dict[int, float] = {}
-        self.settled = self.fixed is not None or device.type == "cuda"
-
-    @staticmethod
-    def _cuda_estimate(model, seqlen: int) -> int:
-        """About 2048 tokens per forward (a GPU is saturated by then; more only costs memory),
-        fewer if the activations would not fit 80% of free memory."""
-        import torch
-
-        free, _ = torch.cuda.mem_get_info()
-        cfg = model.config
-        hidden = getattr(cfg, "hidden_size", 4096)
-        inter = getattr(cfg, "intermediate_size", 4 * hidden)
-        elem = torch.finfo(param_dtype(model)).bits // 8
-        per_window = seqlen * elem * (8 * hidden + 3 * inter) + 2 * LOGITS_CHUNK_BYTES
-        fits = int(0.8 * free // per_window)
-        return max(1, min(max(1, CUDA_TOKENS_PER_BATCH // seqlen), fits))
-
-    def next_size(self) -> int:
-        return self.current
-
-    def record(self, n_windows: int, tokens: int, seconds: float) -> None:
-        self.largest = max(self.largest, n_windows)
-        if self.settled or n_windows != self.current:
-            return
-        rate = tokens / max(seconds, 1e-9)
-        self.rates[n_windows] = rate
-        prev = self.rates.get(n_windows // 2)
-        if prev is not None and rate < 1.1 * prev:
-            self.current = n_windows // 2
-            self.settled = True
-        elif n_windows < 64:
-            self.current = n_windows * 2
-        else:
-            self.settled = True
-
-    def shrink(self) -> bool:
-        if self.current <= 1:
-            return False
-        self.current //= 2
-        self.settled = True
-        return True

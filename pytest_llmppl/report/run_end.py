@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..judge.records import AgainstRecord, Record
+from ..judge.records import AgainstRecord, Record, plural
 from ..keep.files import write_text_file
 from ..settings import Settings
-from . import render
+from .markdown import markdown
+from .render import json_report
 
 
 def report_files(records: list[Record], settings: Settings, file: Any, outcomes: dict[str, int],
@@ -17,12 +18,12 @@ def report_files(records: list[Record], settings: Settings, file: Any, outcomes:
     if file is not None and not settings.update_baselines:
         unguarded = sum(1 for r in records if getattr(r, "against_record", None) is AgainstRecord.NO_RECORD)
         if unguarded:
-            lines.append(f"llmppl: {render.plural(unguarded, 'check')} ran without a record in {file.path.name}: "
+            lines.append(f"llmppl: {plural(unguarded, 'check')} ran without a record in {file.path.name}: "
                          "the regression and size guards were off for them; record them with --ppl-update-baselines")
     if settings.report:
-        write_text_file(settings.report, render.json_report(records, settings, outcomes, header))
+        write_text_file(settings.report, json_report(records, settings, outcomes, header))
         lines.append(f"llmppl report written to {settings.report}")
     if settings.report_md:
-        write_text_file(settings.report_md, render.markdown(records, header, outcomes))
+        write_text_file(settings.report_md, markdown(records, header, outcomes))
         lines.append(f"llmppl report written to {settings.report_md}")
     return lines

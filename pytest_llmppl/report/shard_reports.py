@@ -16,7 +16,8 @@ from ..errors import LLMPPLError
 def merge_reports(reports: dict[str, dict[str, Any]]) -> tuple[str, str]:
     """(JSON report, markdown) of the shards' reports (name -> parsed JSON)."""
     from ..judge.records import from_json
-    from .render import REPORT_FORMAT, markdown, report_text, summary_counts
+    from .markdown import markdown
+    from .render import REPORT_FORMAT, report_text, summary_counts
 
     for name, data in reports.items():
         if data.get("format") != REPORT_FORMAT or not isinstance(data.get("records"), list):

@@ -45,7 +45,7 @@ class Committed:
         call.learn_windows(hit.entry["n_windows_total"])
         self.divergences.remember_recorded(call, hit.entry.get("kl"))
         notes = self._runtime_notes(call, hit.entry)
-        from ..keep.baselines import entry_result
+        from ..keep.entries import entry_result
 
         return Served(self.enrich(entry_result(hit.entry, call.spec), call), Source.FILE, notes)
 
