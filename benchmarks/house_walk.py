@@ -23,6 +23,7 @@ import itertools
 import sys
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pytest_llmppl"
@@ -101,6 +102,9 @@ def property_code() -> set:
     return found
 
 
+sites: list[tuple[str, str]] = []  # (caller.function, callee.function) of every entry, as walked
+
+
 def walk(with_baseline: bool = False) -> list[tuple[str, str]]:
     """The (caller, callee) module of every entry, in order (caller "" for the test itself)."""
     import torch
@@ -120,6 +124,7 @@ def walk(with_baseline: bool = False) -> list[tuple[str, str]]:
 
     session = PPLSession(Settings(corpus=str(CORPUS_TXT), seqlen=128, cache_dir=tempfile.mkdtemp()))
     entries: list[tuple[str, str]] = []
+    sites.clear()
     taken: set[tuple[str, str]] = set()
     glances = property_code()
 
@@ -127,19 +132,29 @@ def walk(with_baseline: bool = False) -> list[tuple[str, str]]:
         name = frame.f_globals.get("__name__", "") if frame is not None else ""
         return name.split(".", 1)[1] if name.startswith("pytest_llmppl.") and name != "pytest_llmppl.__init__" else ""
 
+    def caller_of(frame) -> Any:
+        """The nearest frame of the package below ``frame`` (a context manager's or torch's frames
+        between them are not a room): the frame that made the call."""
+        back = frame.f_back
+        while back is not None and not module_of(back) and back.f_code.co_filename != __file__:
+            back = back.f_back
+        return back
+
     def profile(frame, event, arg):
         if event != "call":
             return
-        callee, caller = module_of(frame), module_of(frame.f_back)
+        back = caller_of(frame)
+        callee, caller = module_of(frame), module_of(back)
         code = frame.f_code
         if not callee or callee == caller or code in glances or code.co_name == "<module>" \
                 or code.co_filename == "<string>":
             return
-        site = (f"{caller}.{frame.f_back.f_code.co_name}", f"{callee}.{frame.f_code.co_name}")
+        site = (f"{caller}.{back.f_code.co_name if back is not None else ''}", f"{callee}.{frame.f_code.co_name}")
         if site in taken:
             return
         taken.add(site)
         entries.append((caller, callee))
+        sites.append(site)
 
     if not with_baseline:
         base = session.baseline(dense, tok, test="t")
@@ -166,12 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     entered = collections.Counter(callee for _, callee in entries)
     climbs = [(a, b) for a, b in entries if a and floor(b) > floor(a)]
-    for caller, callee in entries:
+    for (caller, callee), (from_function, to_function) in zip(entries, sites):
         up = "  (climb)" if caller and floor(callee) > floor(caller) else ""
-        print(f"{caller or 'the test'} -> {callee}{up}")
-    most = ", ".join(f"{m} {n}" for m, n in entered.most_common() if n == entered.most_common(1)[0][1])
+        print(f"{from_function.lstrip('.') or 'the test'} -> {to_function}{up}")
     print(f"{len(entries)} entries into {len(entered)} rooms, {len(climbs)} climbs back up; "
-          f"entered most: {most}")
+          f"entered most: {', '.join(f'{m} {n}' for m, n in entered.most_common(5))}")
     return 0
 
 

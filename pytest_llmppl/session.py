@@ -161,8 +161,7 @@ class PPLSession:
         call = self._call(model, tokenizer, overrides, "ppl_check", test)
         index = self.checks_made.get(test, 0)
         self.checks_made[test] = index + 1
-        against = Against.of(baseline)
-        against.refuse_mismatch(call)
+        against = Against.of(baseline, call)
         self.guard.checked(call, against)
         recorded = self.recording.recorded(call, test, index) if self.recording is not None else NO_RECORD
         found, kl, rules = self._candidate(model, call, against, budget, recorded)

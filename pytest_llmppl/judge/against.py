@@ -68,7 +68,8 @@ class Against:
     maker: Any = None
 
     @classmethod
-    def of(cls, baseline: Any) -> Against:
+    def of(cls, baseline: Any, call: Call | None = None) -> Against:
+        """Unpacked and checked: finite, and (given the ``call``) measured on the same windows."""
         from ..measure.perplexity_result import PerplexityResult
 
         if isinstance(baseline, Baseline):
@@ -83,6 +84,8 @@ class Against:
                                   f"not {type(baseline).__name__}") from None
         if not math.isfinite(found.ppl):
             raise PPLFailure(f"the baseline perplexity is {found.ppl}: a baseline must be finite to compare against.")
+        if call is not None:
+            found.refuse_mismatch(call)
         return found
 
     @property
