@@ -121,7 +121,7 @@ class PPLSession:
         call = self._call(model, tokenizer, overrides, "ppl_of", test)
         found = self.chain.obtain(model, call)
         self.pending.append(MeasureRecord(Subject.of(call, found.result), _finite_or_none(found.result.ppl),
-                                          found.source, time.perf_counter() - t0, self.chain.forward.wait_note(call),
+                                          found.source, time.perf_counter() - t0, found.wait_notes,
                                           found.result.lm_eval))
         return found.result
 
@@ -144,7 +144,7 @@ class PPLSession:
         elif self.file is not None and source is not Source.FILE:
             self.file.used.add(call.spec.file_key)
         self.pending.append(BaselineRecord(Subject.of(call, result), _finite_or_none(result.ppl), source,
-                                           time.perf_counter() - t0, found.notes + chain.forward.wait_note(call)))
+                                           time.perf_counter() - t0, found.notes + found.wait_notes))
         trusted = source is Source.CACHE or not (self.settings.remeasure or chain.fresh_only)  # the store's top-k
         maker = None if result.topk is not None or not result.finite else \
             reference_maker(model, call, result, chain.results, chain.forward, from_store=trusted)
@@ -161,15 +161,14 @@ class PPLSession:
         call = self._call(model, tokenizer, overrides, "ppl_check", test)
         index = self.checks_made.get(test, 0)
         self.checks_made[test] = index + 1
-        against = Against.of(baseline, call)
-        self.guard.checked(call, against)
+        against = Against.of(baseline, call, self.guard)
         recorded = self.recording.recorded(call, test, index) if self.recording is not None else NO_RECORD
         found, kl, rules = self._candidate(model, call, against, budget, recorded)
         if self.recording is not None and self.settings.update_baselines:
             self.recording.record_check(call, found.result, test, index, kl, against.result)
         record = decide(call, against, found.result, found.source, budget, rules, time.perf_counter() - t0,
                         recorded, kl)
-        waited = self.chain.forward.wait_note(call)
+        waited = found.wait_notes
         self.pending.append(dataclasses.replace(record, notes=record.notes + waited) if waited else record)
         if record.verdict is not Verdict.PASS:
             raise PPLFailure(failure_message(record))
@@ -204,7 +203,7 @@ class PPLSession:
         if found.source is not Source.MEASURED:
             chain.memory.served(call.spec.key, found.result)
             return found, chain.divergences.known(call, against.result, found.result), None  # exact: no estimate
-        return found, chain.divergences.measured(call, against.result, found.result), rules
+        return found, found.kl, rules
 
     # -- the committed file and the records: publish (any process), collect (controller), finish --
     def take_file_changes(self) -> dict[str, Any] | None:

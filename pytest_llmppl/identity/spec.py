@@ -58,6 +58,20 @@ class MeasurementSpec:
     # What the model keeps (``size_facts.SizeFacts``): counted from the live model, not part of the key.
     size: Any = field(default=None, compare=False)
 
+    @classmethod
+    def identify(cls, model: Any, tokenizer: Any, tokenizer_fp: str | None = None, **settings: Any) -> MeasurementSpec:
+        """The identity of measuring ``model`` with ``tokenizer`` under ``settings`` (the spec's
+        other fields): the model's (everything its forward reads, ``model_identity``), the
+        tokenizer's content (``tokenizer_fp`` when known) and the software's, in one visit."""
+        from .fingerprint import tokenizer_fingerprint
+        from .model_identity import model_identity
+
+        found = model_identity(model)
+        versions = software_versions()
+        return cls(model=found.digest, tokenizer=tokenizer_fp or tokenizer_fingerprint(tokenizer),
+                   torch=versions["torch"], transformers=versions["transformers"], unpinned=found.unpinned,
+                   size=found.size, **settings)
+
     @property
     def key(self) -> str:
         return digest("measurement", *(getattr(self, f) for f in _KEYED))

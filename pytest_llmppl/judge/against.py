@@ -68,8 +68,9 @@ class Against:
     maker: Any = None
 
     @classmethod
-    def of(cls, baseline: Any, call: Call | None = None) -> Against:
-        """Unpacked and checked: finite, and (given the ``call``) measured on the same windows."""
+    def of(cls, baseline: Any, call: Call | None = None, guard: PrunedInPlaceGuard | None = None) -> Against:
+        """Unpacked and checked: finite, and (given the ``call``) measured on the same windows; the
+        ``guard`` notes the call's model as a candidate checked against this baseline."""
         from ..measure.perplexity_result import PerplexityResult
 
         if isinstance(baseline, Baseline):
@@ -86,6 +87,8 @@ class Against:
             raise PPLFailure(f"the baseline perplexity is {found.ppl}: a baseline must be finite to compare against.")
         if call is not None:
             found.refuse_mismatch(call)
+            if guard is not None:
+                guard.checked(call, found)
         return found
 
     @property
@@ -95,8 +98,7 @@ class Against:
     @property
     def has_reference(self) -> bool:
         """It carries the dense top-k over its windows (a KL divergence can be measured against it)."""
-        r = self.result
-        return r is not None and r.topk is not None and r.topk.covers(r.window_index)
+        return self.result is not None and self.result.carries_reference
 
     def with_reference(self, forward_allowed: bool = True) -> bool:
         """Reads (or, ``forward_allowed``, measures) the dense top-k now; whether it has it."""

@@ -10,6 +10,8 @@ Only complete results are stored: an early-stopped run is an estimate, never a r
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..identity.spec import MeasurementSpec
@@ -41,7 +43,10 @@ class ResultStore:
             self.store.delete(NAMESPACE, spec.key)
             return None
 
-    def put(self, spec: MeasurementSpec, result: PerplexityResult, run: str = "") -> None:
+    def put(self, spec: MeasurementSpec, result: PerplexityResult, run: str = "",
+            kl: tuple[str, Any] | None = None) -> None:
+        """A complete, finite result with its argmax and, for a baseline, its dense top-k; with
+        ``kl`` (dense weights, ``KLDivergence``) a candidate's divergence from that dense model."""
         if result.n_windows != spec.n_windows or not result.finite:
             return  # an early-stopped estimate or a NaN: never served as a result
         if result.top1 is not None:  # written first: the result entry is what readers look for
@@ -49,7 +54,9 @@ class ResultStore:
             self.store.put_array(TOP1_NAMESPACE, spec.key, data, meta)
         if result.topk is not None:
             self.put_topk(spec, result.topk)
-        entry = {"format": FORMAT, **result_entry(result), "identity": spec.to_json(), "run": run}
+        if kl is not None:
+            self.put_kl(spec, *kl)
+        entry = {"format": FORMAT, **result_entry(result), "run": run}
         self.store.put_json(NAMESPACE, spec.key, entry, {"kind": "result", "corpus": result.corpus})
 
     def topk(self, spec: MeasurementSpec) -> Any:
@@ -76,8 +83,11 @@ class ResultStore:
     def put_kl(self, candidate: MeasurementSpec, dense_model: str, kl: Any) -> None:
         self.store.put_json(KL_NAMESPACE, kl_key(candidate, dense_model), kl.to_json(), {"kind": "kl"})
 
-    def lock(self, spec: MeasurementSpec):
-        return self.store.measure_lock(NAMESPACE, spec.key)
+    @contextmanager
+    def lock(self, spec: MeasurementSpec) -> Iterator[None]:
+        """Held while this process measures ``spec``: xdist workers needing it measure it once."""
+        with self.store.measure_lock(NAMESPACE, spec.key):
+            yield
 
     def _top1(self, spec: MeasurementSpec) -> dict[int, Any] | None:
         hit = self.store.get_array(TOP1_NAMESPACE, spec.key)
@@ -85,9 +95,8 @@ class ResultStore:
 
 
 def kl_key(candidate: MeasurementSpec, dense_model: str) -> str:
-    from ..identity.fingerprint import digest
-
-    return digest("kl", candidate.key, dense_model)
+    """Both identities side by side (two SHA-256 digests): no second hash needed."""
+    return candidate.key + dense_model
 
 
 def result_entry(result: PerplexityResult) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from ..errors import TokenizerError
-from ..identity.spec import MeasurementSpec, software_versions
+from ..identity.spec import MeasurementSpec
 from ..keep.store import Store
 from .corpus import Corpus, load_corpus
 from .perplexity_result import PerplexityResult
@@ -24,11 +24,11 @@ class Prepared:
     use (from the store, else by tokenizing): a result the committed file serves needs none, so
     a fresh runner judges an unchanged model without tokenizing the corpus."""
 
-    def __init__(self, tokenizer: Any, tokenizer_fp: str, corpus: Corpus, seqlen: int, protocol: str,
+    def __init__(self, tokenizer: Any, tokenizer_fp: str | None, corpus: Corpus, seqlen: int, protocol: str,
                  stride: int | None, max_windows: int | None, store: Store | None, facts: Any = None):
         self.facts = facts  # model_facts.ModelFacts of the model it was prepared for
         self.tokenizer = tokenizer
-        self.tokenizer_fp = tokenizer_fp
+        self.tokenizer_fp = tokenizer_fp  # known once identified; else the tokens compute it
         self.corpus = corpus
         self.seqlen = seqlen
         self.protocol = protocol
@@ -100,7 +100,6 @@ def resolve_tokenizer(model: Any, tokenizer: Any = None) -> Any:
 def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None, *, protocol: str,
             stride: int | None, max_windows: int | None, store: Store | None,
             allow_long_seqlen: bool = False) -> Prepared:
-    from ..identity.fingerprint import tokenizer_fingerprint
     from .model_facts import describe
 
     tok = resolve_tokenizer(model, tokenizer)
@@ -117,7 +116,7 @@ def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None
         from ..errors import SettingsError
 
         raise SettingsError(f"stride {stride} is longer than seqlen {seqlen}: use a stride <= seqlen")
-    return Prepared(tok, tokenizer_fingerprint(tok), text, seqlen, protocol, canonical_stride(protocol, stride, seqlen),
+    return Prepared(tok, None, text, seqlen, protocol, canonical_stride(protocol, stride, seqlen),
                     max_windows, store, facts)
 
 
@@ -150,13 +149,12 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
 
         runtime = describe(model, prepared.seqlen, allow_long=True)
     where = runtime.input_device if device is None or getattr(model, "hf_device_map", None) else device
-    versions = software_versions()
-    from ..identity.model_identity import model_identity
+    if prepared.max_windows and prepared.tokenizer_fp is None:  # a subset reads the tokens, keyed by it
+        from ..identity.fingerprint import tokenizer_fingerprint
 
-    found = model_identity(model)
-    return MeasurementSpec(
-        model=found.digest,
-        tokenizer=prepared.tokenizer_fp,
+        prepared.tokenizer_fp = tokenizer_fingerprint(prepared.tokenizer)
+    spec = MeasurementSpec.identify(
+        model, prepared.tokenizer, prepared.tokenizer_fp,
         corpus=prepared.corpus.fingerprint,
         seqlen=prepared.seqlen,
         protocol=prepared.protocol,
@@ -165,13 +163,11 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
         device_type=str(where).split(":")[0],
         dtype=dtype or runtime.dtype,
         attn_implementation=runtime.attn_implementation,
-        torch=versions["torch"],
-        transformers=versions["transformers"],
         corpus_name=prepared.corpus.name,
         n_windows_total=prepared.n_windows_total if tokens or prepared.max_windows else 0,
-        unpinned=found.unpinned,
-        size=found.size,
     )
+    prepared.tokenizer_fp = spec.tokenizer  # the tokens' cache key needs it: computed once
+    return spec
 
 
 def function_fingerprint(model: Any) -> tuple[str, str]:

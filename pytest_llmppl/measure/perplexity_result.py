@@ -85,6 +85,12 @@ class PerplexityResult:
         return math.isfinite(self.ppl)
 
     @property
+    def carries_reference(self) -> bool:
+        """It kept the model's top-k over every window it evaluated: a KL divergence from this
+        model can be measured against it."""
+        return self.topk is not None and self.topk.covers(self.window_index)
+
+    @property
     def kl(self) -> Any:
         """The KL divergence from the dense model this was measured against (``divergence.KLDivergence``,
         llama.cpp's statistics), or None when it was not measured against one."""

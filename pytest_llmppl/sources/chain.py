@@ -84,7 +84,8 @@ def chain_for(settings: Settings, recording: Recording | None, results: ResultSt
     if results is not None and not settings.remeasure:
         reusable.append(Stored(results, run=run_id if fresh_only else None))
     divergences = Divergences(results)
-    chain = Chain([], [], Forward(memory, results, reusable, run_id, progress), memory, results, divergences)
+    forward = Forward(memory, results, reusable, run_id, divergences, progress)
+    chain = Chain([], [], forward, memory, results, divergences)
     committed: list[ResultSource] = []
     if recording is not None and not settings.update_baselines:
         committed.append(Committed(recording, settings.strict, divergences, chain.enrich))

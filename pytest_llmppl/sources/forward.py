@@ -3,6 +3,7 @@ workers needing the same result measure it once; a complete result is stored."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +15,7 @@ if TYPE_CHECKING:
     from ..measure.call import Call
     from ..measure.perplexity_result import PerplexityResult
     from .memory import Memory
-
-WAITED = "waited"
+    from .reference import Divergences
 
 
 class Forward:
@@ -23,27 +23,33 @@ class Forward:
     while this one waited); ``progress``: (label) -> the engine's progress callback, or None."""
 
     def __init__(self, memory: Memory, results: ResultStore | None, again: list[ResultSource], run_id: str,
-                 progress: Any = None):
+                 divergences: Divergences, progress: Any = None):
         self.memory = memory
         self.results = results
         self.again = again
         self.run_id = run_id
+        self.divergences = divergences
         self.progress = progress
-        self.waited: dict[str, float] = {}  # key -> seconds waited for another worker's result
 
     def measure(self, model: Any, call: Call, order: list[int] | None = None, stop: Any = None) -> Served:
+        """A candidate measured against a dense reference (``call.reference``) comes with its KL
+        divergence from it, kept beside its result."""
         if self.results is None or call.spec.unpinned:
-            return Served(self.forward(model, call, order, stop), Source.MEASURED)
+            result = self.forward(model, call, order, stop)
+            return Served(result, Source.MEASURED, kl=self.divergences.measured(call, result))
         t0 = time.perf_counter()
         with self.results.lock(call.spec):
             for source in self.again:
                 found = source.serve(call) if not source.refuses(call) else None
                 if found is not None:
-                    self.waited[call.spec.key] = time.perf_counter() - t0
-                    return found
+                    return dataclasses.replace(found, waited=time.perf_counter() - t0)
             result = self.forward(model, call, order, stop)
-            self.results.put(call.spec, result, run=self.run_id)
-            return Served(result, Source.MEASURED)
+            kl = self.divergences.measured(call, result)
+            dense = call.reference.identity.model if kl is not None and call.reference is not None and \
+                call.reference.identity is not None else None
+            self.results.put(call.spec, result, run=self.run_id,
+                             kl=(dense, kl) if dense is not None and not result.subset else None)
+            return Served(result, Source.MEASURED, kl=kl)
 
     def forward(self, model: Any, call: Call, order: list[int] | None = None, stop: Any = None) -> PerplexityResult:
         from ..measure.measurement import run
@@ -59,8 +65,3 @@ class Forward:
                 shown.close()
         self.memory.measured(call.spec, result)
         return result
-
-    def wait_note(self, call: Call) -> tuple[str, ...]:
-        """A record's note when its seconds were mostly a wait for another xdist worker."""
-        wait = self.waited.get(call.identity.key)
-        return (f"{WAITED} {wait:.1f} s for another xdist worker measuring it",) if wait else ()

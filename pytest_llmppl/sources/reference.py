@@ -51,15 +51,15 @@ class Divergences:
             found = self.results.kl(call.spec, dense)
         return found
 
-    def measured(self, call: Call, base: PerplexityResult | None, result: PerplexityResult) -> KLDivergence | None:
-        """The KL statistics of a candidate just measured against ``base``'s reference; kept."""
+    def measured(self, call: Call, result: PerplexityResult) -> KLDivergence | None:
+        """The KL statistics of a candidate just measured against ``call.reference``; remembered
+        for this run (``Forward`` keeps them in the store beside the result)."""
+        base = call.reference
         if result.divergence is None or base is None or base.identity is None:
             return None
         kl = result.kl
         if kl is not None and not result.subset:
             self._known[(call.spec.key, base.identity.model)] = kl
-            if self.results is not None and not call.spec.unpinned:
-                self.results.put_kl(call.spec, base.identity.model, kl)
         return kl
 
 
