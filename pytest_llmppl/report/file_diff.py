@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..judge.stats import PairedDelta, paired_delta
+from ..judge.stats import Comparison, PairedDelta
 
 
 @dataclass(frozen=True)
@@ -84,17 +84,26 @@ def _baseline_pairs(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str,
 
 def _paired(before: dict[str, Any] | None, after: dict[str, Any] | None) -> PairedDelta | None:
     """after - before over the windows both recorded (``ppl_check``'s statistics against a record)."""
-    if before is None or after is None:
+    if before is None or after is None or not after["window_index"]:
         return None
-    by_window = {i: (n, w) for i, n, w in zip(before["window_index"], before["window_nll"], before["window_weight"])}
-    if not after["window_index"] or not all(i in by_window for i in after["window_index"]):
-        return None
-    pairs = [by_window[i] for i in after["window_index"]]
     try:
-        return paired_delta([p[0] for p in pairs], [p[1] for p in pairs], after["window_nll"], after["window_weight"],
-                            int(after["n_windows_total"]))
-    except (ValueError, ZeroDivisionError, OverflowError):
+        return Comparison.of(_Windows.of(before), _Windows.of(after)).paired
+    except (ValueError, ZeroDivisionError, OverflowError, KeyError, TypeError):
         return None
+
+
+class _Windows(NamedTuple):
+    """A committed entry's per-window numbers, as ``Comparison`` reads a result's."""
+
+    window_index: list[int]
+    window_nll: list[float]
+    window_weight: list[float]
+    n_windows_total: int
+    top1: None = None
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> _Windows:
+        return cls(entry["window_index"], entry["window_nll"], entry["window_weight"], int(entry["n_windows_total"]))
 
 
 def _ppl(entry: dict[str, Any] | None) -> float | None:
