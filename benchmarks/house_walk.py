@@ -1,7 +1,7 @@
 """The walk of one ``ppl_check`` through the package: which modules ("rooms") it enters, in order.
 
-A ``ppl_baseline`` then a ``ppl_check`` of a pruned copy run in one session (the fixture model,
-a fresh store, the plugin's own ``PPLSession``), under ``sys.setprofile``.  Every call from one
+A ``ppl_check`` of a pruned copy, after a ``ppl_baseline`` of the dense model, in one session
+(the fixture model, a fresh store, the plugin's own ``PPLSession``), under ``sys.setprofile``.  Every call from one
 module of ``pytest_llmppl`` into a function of another is an entry (each call site once, so a
 loop is one entry; property getters are glances, not entries).  A module's floor is its height
 in the package's import graph (every import, inside functions too; a module that imports none
@@ -9,8 +9,9 @@ of the package is floor 0), so an entry into a higher floor than its caller's is
 
 The counts: entries (module changes), rooms (modules entered), climbs, and the modules entered
 most often; then the same with the stage folders as the rooms (a call inside a folder is no
-entry; the settings sit below every stage, the session above them).  ``--with-baseline`` walks the baseline too; ``--stays`` prints the older count (the
-sequence of modules the walk is in, returns to a caller included).
+entry; the settings sit below every stage, the session above them).  ``--with-baseline`` walks
+the baseline too; ``--stays`` prints the older count (the sequence of modules the walk is in,
+returns to a caller included).
 
     python benchmarks/house_walk.py           # the check's walk and its counts
 """
@@ -33,15 +34,29 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def modules() -> list[str]:
-    """The package's modules, dotted from the package root (``session``, ``judge.decision``)."""
-    return sorted(".".join(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py")
-                  if not p.stem.startswith("__"))
+    """The package's modules, dotted from the package root (``session``, ``judge.decision``); a
+    folder's ``__init__`` is the folder (``measure.protocols``)."""
+    found = set()
+    for p in PACKAGE.rglob("*.py"):
+        parts = p.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 1:
+            found.add(".".join(parts[:-1]))
+        elif not parts[-1].startswith("__"):
+            found.add(".".join(parts))
+    return sorted(found)
+
+
+def source_of(module: str) -> Path:
+    path = PACKAGE.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def imports_of(module: str) -> set[str]:
     """The package's modules that ``module`` imports, anywhere in its source."""
-    tree = ast.parse(PACKAGE.joinpath(*module.split(".")).with_suffix(".py").read_text(encoding="utf-8"))
-    here, known, found = module.split(".")[:-1], set(modules()), set()
+    source = source_of(module)
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    here = module.split(".") if source.name == "__init__.py" else module.split(".")[:-1]
+    known, found = set(modules()), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = here[:len(here) - (node.level - 1)]

@@ -56,7 +56,7 @@ def _allowed(stage, target):
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_stage_imports_only_the_stages_before_it(stage):
     wrong = []
-    for path in sorted((PACKAGE / stage).glob("*.py")):
+    for path in sorted((PACKAGE / stage).rglob("*.py")):
         for target, line in _imports(path):
             if target == "!pytest":
                 if stage in ("identity", "measure", "judge", "keep", "sources"):
@@ -73,3 +73,15 @@ def test_every_module_is_in_a_stage_or_coordinates_them():
     for stage in STAGES:
         doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text()))
         assert doc and "Imports" in doc, f"{stage}/__init__.py says what it holds and what it may import"
+
+
+def test_the_protocols_are_a_family_of_one_module_each():
+    """Each module of measure/protocols/ is one protocol; together they are the option's choices."""
+    from pytest_llmppl.measure import protocols
+    from pytest_llmppl.settings import PROTOCOLS
+
+    folder = PACKAGE / "measure" / "protocols"
+    modules = sorted(p.stem for p in folder.glob("*.py") if p.stem not in ("__init__", "base"))
+    assert sorted(protocols.names()) == sorted(PROTOCOLS)
+    assert len(modules) == len(PROTOCOLS)
+    assert all(protocols.get(name).name == name for name in PROTOCOLS)

@@ -19,7 +19,8 @@ from ..errors import ModelError
 from .batch_sizer import BatchSizer
 from .divergence import DeviceReference
 from .model_facts import evaluation_plan, input_device
-from .windows import Window, plan_evaluation, window_weight
+from .protocols import Protocol
+from .windows import Window, plan_evaluation, rules_of
 
 LOGITS_CHUNK_BYTES = 128 * 2**20  # float32 log-probs per chunk: bounds the head's memory
 FUSED_CHUNK_BYTES = 256 * 2**20  # half-precision logits per chunk on the fused CUDA path
@@ -44,7 +45,7 @@ class EngineOutput:
     divergence: Any = None  # divergence.TokenDivergence: per token, against ``reference``
 
 
-def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", stride: int | None = None,
+def evaluate_ids(model, ids, *, seqlen: int, protocol: str | Protocol = "torch-pruning", stride: int | None = None,
                  max_windows: int | None = None, first_windows: int | None = None, batch_size="auto",
                  device=None, dtype=None, head: str = "auto", progress=None,
                  order: list[int] | None = None, stop=None, want_argmax: bool = False, keep_topk: int = 0,
@@ -65,7 +66,8 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
 
     ids = np.asarray(ids)
     plan = evaluation_plan(model, ids, head, dtype)
-    windows, chosen = plan_evaluation(len(ids), seqlen, protocol, stride, first_windows, doc_lengths, max_windows)
+    rules = rules_of(protocol)
+    windows, chosen = plan_evaluation(len(ids), seqlen, rules, stride, first_windows, doc_lengths, max_windows)
     if order is not None:
         if sorted(order) != sorted(chosen):
             raise ValueError("order must be a permutation of the chosen windows")
@@ -76,7 +78,7 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
         # The whole stream goes to the device once: a host-to-device copy per batch from
         # pageable memory would make the host wait for the GPU before every forward.
         stream = torch.as_tensor(ids, dtype=torch.long).to(in_device)
-        run = _BatchRun(model, stream, windows, protocol, path, cast, want_argmax,
+        run = _BatchRun(model, stream, windows, rules, path, cast, want_argmax,
                         BatchSizer(batch_size, in_device, model, seqlen, 2 * LOGITS_CHUNK_BYTES), keep_topk,
                         DeviceReference(reference, windows, chosen, in_device) if reference is not None else None)
         run.over(chosen, progress, stop)
@@ -85,7 +87,7 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str = "torch-pruning", st
     return EngineOutput(
         window_index=done,
         window_nll=[run.nll[i] for i in done],
-        window_weight=[window_weight(windows[i], protocol) for i in done],
+        window_weight=[rules.weight(windows[i]) for i in done],
         n_windows_total=len(windows),
         seconds=time.perf_counter() - t0,
         tokens_forwarded=run.forwarded,
@@ -103,7 +105,7 @@ class _BatchRun:
     """The batch loop: forwards groups of windows, keeps per-window sums (on the device until
     read), halves the batch on out-of-memory, and consults the stop rule."""
 
-    def __init__(self, model, stream, windows: list[Window], protocol: str, path: str, cast, want_argmax: bool,
+    def __init__(self, model, stream, windows: list[Window], protocol: Protocol, path: str, cast, want_argmax: bool,
                  sizer: BatchSizer, keep_topk: int = 0, reference: DeviceReference | None = None):
         self.model, self.stream, self.windows, self.protocol = model, stream, windows, protocol
         self.path, self.cast, self.want_argmax, self.sizer = path, cast, want_argmax, sizer
@@ -142,7 +144,7 @@ class _BatchRun:
         try:
             with (torch.autocast(batch.device.type, dtype=self.cast) if self.cast is not None else nullcontext()):
                 outputs = token_ce(self.model, batch, self.path, argmax=self.want_argmax, keep_topk=self.keep_topk,
-                                   drop_last_input=self.protocol == "lm-eval",
+                                   drop_last_input=self.protocol.drop_last_input,
                                    noise=self._noise(group, batch) if self.keep_topk else None,
                                    reference=self.reference.batch(group) if self.reference is not None else None)
         except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
@@ -191,8 +193,7 @@ class _BatchRun:
         """Move pending per-window sums to the host as window NLLs."""
         for group, sums in self.pending:
             for i, total in zip(group, sums.tolist()):
-                w = self.windows[i]
-                self.nll[i] = total / (w.length - 1) * w.length if self.protocol == "torch-pruning" else total
+                self.nll[i] = self.protocol.window_nll(total, self.windows[i])
         self.pending.clear()
 
 

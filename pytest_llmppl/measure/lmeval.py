@@ -16,7 +16,7 @@ log-likelihood is the sum over its windows.  The metrics (``weighted_perplexity`
 
 and the token perplexity ``exp(sum NLL / scored tokens)`` stands beside them.  Verified against
 lm-eval's own task and model classes in ``tests/test_lm_eval_protocol.py``.  The windows are
-planned with the other protocols' (``windows.plan_rolling_windows``).
+planned with the other protocols' (``protocols/lm_eval.py``).
 """
 
 from __future__ import annotations

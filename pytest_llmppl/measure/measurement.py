@@ -16,6 +16,7 @@ from ..identity.spec import MeasurementSpec
 from ..keep.store import Store
 from .corpus import Corpus, load_corpus
 from .perplexity_result import PerplexityResult
+from .protocols import Protocol
 from .windows import Window
 
 
@@ -24,21 +25,22 @@ class Prepared:
     use (from the store, else by tokenizing): a result the committed file serves needs none, so
     a fresh runner judges an unchanged model without tokenizing the corpus."""
 
-    def __init__(self, tokenizer: Any, tokenizer_fp: str | None, corpus: Corpus, seqlen: int, protocol: str,
+    def __init__(self, tokenizer: Any, tokenizer_fp: str | None, corpus: Corpus, seqlen: int, protocol: Protocol,
                  stride: int | None, max_windows: int | None, store: Store | None, facts: Any = None):
         self.facts = facts  # model_facts.ModelFacts of the model it was prepared for
         self.tokenizer = tokenizer
         self.tokenizer_fp = tokenizer_fp  # known once identified; else the tokens compute it
         self.corpus = corpus
         self.seqlen = seqlen
-        self.protocol = protocol
+        self.rules = protocol  # the protocol: its windows, stream and loss (``protocols/``)
+        self.protocol = protocol.name
         self.stride = stride
         self.max_windows = max_windows
         self._store = store
 
     @cached_property
     def _tokens(self) -> tuple[Any, str, list[Window], list[int] | None]:
-        from .tokens import llama_cpp_stream, tokenize, tokenize_documents
+        from .tokens import tokenize, tokenize_documents
         from .windows import plan_checked
 
         lengths = None
@@ -46,9 +48,8 @@ class Prepared:
             ids, lengths, source = tokenize_documents(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
         else:
             ids, source = tokenize(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
-        if self.protocol == "llama.cpp":
-            ids = llama_cpp_stream(ids, self.seqlen, self.tokenizer)
-        windows = plan_checked(len(ids), self.seqlen, self.protocol, self.stride, self.corpus.first_windows, lengths)
+        ids = self.rules.stream(ids, self.seqlen, self.tokenizer)
+        windows = plan_checked(len(ids), self.seqlen, self.rules, self.stride, self.corpus.first_windows, lengths)
         return ids, source, windows, lengths
 
     @property
@@ -101,9 +102,11 @@ def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None
             stride: int | None, max_windows: int | None, store: Store | None,
             allow_long_seqlen: bool = False) -> Prepared:
     from .model_facts import describe
+    from .windows import rules_of
 
     tok = resolve_tokenizer(model, tokenizer)
-    documents = protocol == "lm-eval"
+    rules = rules_of(protocol)
+    documents = rules.documents
     text = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, documents=documents)
     if documents and not text.documents:
         from ..errors import CorpusError
@@ -112,11 +115,7 @@ def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None
                           "pass its name or path instead.")
     facts = describe(model, seqlen, allow_long=allow_long_seqlen, lm_eval=documents, tokenizer=tok)
     seqlen = facts.seqlen
-    if protocol == "sliding" and stride is not None and stride > seqlen:
-        from ..errors import SettingsError
-
-        raise SettingsError(f"stride {stride} is longer than seqlen {seqlen}: use a stride <= seqlen")
-    return Prepared(tok, None, text, seqlen, protocol, canonical_stride(protocol, stride, seqlen),
+    return Prepared(tok, None, text, seqlen, rules, rules.stride(stride, seqlen),
                     max_windows, store, facts)
 
 
@@ -128,12 +127,6 @@ def prepare_and_identify(model: Any, tokenizer: Any, corpus: str | Corpus, seqle
     prepared = prepare(model, tokenizer, corpus, seqlen, protocol=protocol, stride=stride, max_windows=max_windows,
                        store=store, allow_long_seqlen=allow_long_seqlen)
     return prepared, identify(model, prepared, device, dtype, tokens=False)
-
-
-def canonical_stride(protocol: str, stride: int | None, seqlen: int) -> int | None:
-    """One spelling per measurement: no stride outside ``sliding``, and a stride equal to the
-    seqlen (sliding's default) is the default (None), so both share one identity."""
-    return None if protocol != "sliding" or stride == seqlen else stride
 
 
 def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | None,
@@ -195,7 +188,7 @@ def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str
     from .engine import evaluate_ids
     from .perplexity_result import ppl_from
 
-    out = evaluate_ids(model, prepared.ids, seqlen=prepared.seqlen, protocol=prepared.protocol,
+    out = evaluate_ids(model, prepared.ids, seqlen=prepared.seqlen, protocol=prepared.rules,
                        stride=prepared.stride, max_windows=prepared.max_windows,
                        first_windows=prepared.corpus.first_windows, doc_lengths=prepared.doc_lengths,
                        batch_size=batch_size, device=device,

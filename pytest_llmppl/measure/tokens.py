@@ -71,17 +71,6 @@ def tokenize_documents(corpus: Corpus, tokenizer: Any, store: Store | None = Non
     return ids, lengths, source
 
 
-def llama_cpp_stream(ids: Any, seqlen: int, tokenizer: Any) -> Any:
-    """The stream llama-perplexity evaluates: each chunk of ``seqlen`` tokens starts with BOS (its
-    first token replaced, not shifted), when the tokenizer adds BOS (llama.cpp's ``add_bos``)."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is None or not len(ids) or ids[0] != bos:
-        return ids
-    out = ids.copy()
-    out[: len(ids) // seqlen * seqlen: seqlen] = bos
-    return out
-
-
 def _encode(text: str, tokenizer: Any) -> Any:
     import numpy as np
 

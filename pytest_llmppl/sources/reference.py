@@ -43,8 +43,9 @@ class Divergences:
         dense = base.identity.model
         if dense == call.identity.model:
             from ..measure.divergence import TOP_K, KLDivergence
+            from ..measure.protocols import get
 
-            tokens = sum(result.window_weight) - (result.n_windows if result.protocol == "torch-pruning" else 0)
+            tokens = get(result.protocol).scored_tokens(list(result.window_weight))
             return KLDivergence.identical(TOP_K, int(tokens), result.n_windows)
         found = self._known.get((call.spec.key, dense))
         if found is None and self.results is not None:
