@@ -20,7 +20,7 @@ from .batch_sizer import BatchSizer
 from .divergence import DeviceReference
 from .model_facts import evaluation_plan, input_device
 from .protocols import Protocol
-from .windows import Window, plan_evaluation, rules_of
+from .windows import Window, plan_evaluation, rules_of, spread_subset
 
 LOGITS_CHUNK_BYTES = 128 * 2**20  # float32 log-probs per chunk: bounds the head's memory
 FUSED_CHUNK_BYTES = 256 * 2**20  # half-precision logits per chunk on the fused CUDA path
@@ -50,7 +50,7 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str | Protocol = "torch-p
                  device=None, dtype=None, head: str = "auto", progress=None,
                  order: list[int] | None = None, stop=None, want_argmax: bool = False, keep_topk: int = 0,
                  reference: Any = None, reference_key: str = "",
-                 doc_lengths: list[int] | None = None) -> EngineOutput:
+                 doc_lengths: list[int] | None = None, windows: list[Window] | None = None) -> EngineOutput:
     """Per-window NLLs of ``model`` on the token stream ``ids`` (1-D int array).
 
     ``first_windows`` keeps only the corpus's first N windows (C4's 256); ``max_windows``
@@ -59,7 +59,8 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str | Protocol = "torch-p
     the run early (returns True); ``want_argmax`` also returns each scored position's
     top-1 prediction (``top1``); ``keep_topk`` the model's top-k there (``topk``, a
     ``DenseTopK``: what a baseline keeps); ``reference`` (a dense model's ``DenseTopK``
-    covering the chosen windows) the per-token divergence from it (``divergence``).
+    covering the chosen windows) the per-token divergence from it (``divergence``).  ``windows``:
+    the stream's windows when the caller planned them already (``Prepared.windows``).
     """
     import numpy as np
     import torch
@@ -67,7 +68,10 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str | Protocol = "torch-p
     ids = np.asarray(ids)
     plan = evaluation_plan(model, ids, head, dtype)
     rules = rules_of(protocol)
-    windows, chosen = plan_evaluation(len(ids), seqlen, rules, stride, first_windows, doc_lengths, max_windows)
+    if windows is None:
+        windows, chosen = plan_evaluation(len(ids), seqlen, rules, stride, first_windows, doc_lengths, max_windows)
+    else:
+        chosen = spread_subset(len(windows), max_windows)
     if order is not None:
         if sorted(order) != sorted(chosen):
             raise ValueError("order must be a permutation of the chosen windows")

@@ -191,7 +191,7 @@ def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str
     out = evaluate_ids(model, prepared.ids, seqlen=prepared.seqlen, protocol=prepared.rules,
                        stride=prepared.stride, max_windows=prepared.max_windows,
                        first_windows=prepared.corpus.first_windows, doc_lengths=prepared.doc_lengths,
-                       batch_size=batch_size, device=device,
+                       windows=prepared.windows, batch_size=batch_size, device=device,
                        dtype=dtype, progress=progress, order=order, stop=stop, want_argmax=top1,
                        keep_topk=keep_topk, reference=reference.topk if reference is not None else None,
                        reference_key=reference.identity.key if reference is not None and reference.identity else "")
