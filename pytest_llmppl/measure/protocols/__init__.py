@@ -3,6 +3,8 @@
 Each module here defines one ``PROTOCOL`` (a ``base.Protocol``) with the same few members;
 ``get(name)`` finds it.  A sixth protocol is one new module here and its name in
 ``settings.PROTOCOLS`` (the option's choices, known at start-up without importing this).
+
+Imports only errors (plain integers: no torch, no numpy).
 """
 
 from __future__ import annotations
