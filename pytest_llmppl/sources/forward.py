@@ -44,11 +44,11 @@ class Forward:
                 if found is not None:
                     return dataclasses.replace(found, waited=time.perf_counter() - t0)
             result = self.forward(model, call, order, stop)
-            kl = self.divergences.measured(call, result)
-            dense = call.reference.identity.model if kl is not None and call.reference is not None and \
-                call.reference.identity is not None else None
-            self.results.put(call.spec, result, run=self.run_id,
-                             kl=(dense, kl) if dense is not None and not result.subset else None)
+            kl = self.divergences.measured(call, result)  # None unless measured against a dense reference
+            reference = call.reference
+            dense = reference.identity.model if kl is not None and reference is not None and reference.identity \
+                else None
+            self.results.put(call.spec, result, run=self.run_id, kl=(dense, kl) if dense else None)
             return Served(result, Source.MEASURED, kl=kl)
 
     def forward(self, model: Any, call: Call, order: list[int] | None = None, stop: Any = None) -> PerplexityResult:

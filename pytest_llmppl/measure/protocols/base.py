@@ -44,8 +44,7 @@ class Protocol:
     def check(self, n_tokens: int, seqlen: int, windows: list[Window]) -> None:
         """A corpus too short for the protocol is an error that names the fix."""
         if not windows or n_tokens < seqlen:
-            raise CorpusError(f"the corpus has {n_tokens} tokens, shorter than one window of {seqlen}: "
-                              "use a smaller seqlen (--ppl-seqlen) or a longer corpus.")
+            raise too_short(n_tokens, seqlen)
 
     def weight(self, window: Window) -> int:
         """A window's share of the denominator: its scored tokens."""
@@ -67,3 +66,8 @@ class Protocol:
 def disjoint(n_tokens: int, seqlen: int, score_from: int) -> list[Window]:
     """``n_tokens // seqlen`` back-to-back windows of ``seqlen``, the tail dropped."""
     return [Window(i * seqlen, (i + 1) * seqlen, score_from) for i in range(n_tokens // seqlen)]
+
+
+def too_short(n_tokens: int, seqlen: int) -> CorpusError:
+    return CorpusError(f"the corpus has {n_tokens} tokens, shorter than one window of {seqlen}: "
+                       "use a smaller seqlen (--ppl-seqlen) or a longer corpus.")

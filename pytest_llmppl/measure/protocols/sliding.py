@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from ...errors import CorpusError, SettingsError
-from .base import Protocol, Window
+from ...errors import SettingsError
+from .base import Protocol, Window, too_short
 
 
 class Sliding(Protocol):
@@ -30,8 +30,7 @@ class Sliding(Protocol):
 
     def check(self, n_tokens: int, seqlen: int, windows: list[Window]) -> None:
         if not windows:  # a corpus shorter than seqlen is one shorter window
-            raise CorpusError(f"the corpus has {n_tokens} tokens, shorter than one window of {seqlen}: "
-                              "use a smaller seqlen (--ppl-seqlen) or a longer corpus.")
+            raise too_short(n_tokens, seqlen)
 
     def stride(self, stride: int | None, seqlen: int) -> int | None:
         """A stride equal to the seqlen is the default (None): both share one identity."""
