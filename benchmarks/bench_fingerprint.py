@@ -36,7 +36,7 @@ def cpu_rows() -> list[dict]:
     import torch
 
     from pytest_llmppl.identity.device_hash import _torch_hash
-    from pytest_llmppl.identity.fingerprint import tensor_hash
+    from pytest_llmppl.identity.tensors import tensor_hash
 
     torch.set_num_threads(1)
     rows = []

@@ -185,6 +185,7 @@ class PPLSession:
         if against.has_reference:
             call.reference = against.result
         found = chain.serve(call)
+        served_before = found is not None
         kl = chain.divergences.known(call, against.result, found.result) if found is not None else None
         if kl_budget is not None and kl is None:
             if call.reference is None and against.with_reference():
@@ -199,7 +200,8 @@ class PPLSession:
         rules, order = None, None
         if not (self.recording is not None and self.settings.update_baselines) and kl_budget is None:
             rules, order = early_rules(against, call, budget, recorded)  # a record or KL needs every window
-        found = chain.forward.measure(model, call, order, rules.decided if rules is not None else None)
+        found = chain.forward.measure(model, call, order, rules.decided if rules is not None else None,
+                                      served_before)
         if found.source is not Source.MEASURED:
             chain.memory.served(call.spec.key, found.result)
             return found, chain.divergences.known(call, against.result, found.result), None  # exact: no estimate

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pytest_llmppl.identity.device_hash import _torch_hash, bits_hash
-from pytest_llmppl.identity.fingerprint import tensor_hash
 from pytest_llmppl.identity.model_identity import model_identity
+from pytest_llmppl.identity.tensors import tensor_hash
 
 from conftest import ROOT, TINY
 
@@ -80,7 +80,7 @@ def test_cuda_and_cpu_tensors_hash_their_content_on_each_device():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.int8, torch.float64])
 @pytest.mark.parametrize("n", [4096, 8195])
 def test_zeros_are_counted_in_the_hash_pass_as_count_nonzero_does(dtype, n):
-    from pytest_llmppl.identity.fingerprint import hash_and_zeros
+    from pytest_llmppl.identity.tensors import hash_and_zeros
 
     t = (torch.randn(n) * 3).to(dtype)
     t[::5] = 0
@@ -93,7 +93,7 @@ def test_zeros_are_counted_in_the_hash_pass_as_count_nonzero_does(dtype, n):
 @cuda
 def test_a_batch_of_tensors_hashes_and_counts_as_each_alone():
     """A model's tensors are hashed with one wait for the device: the same values as one by one."""
-    from pytest_llmppl.identity.fingerprint import hash_and_zeros, hashes_and_zeros
+    from pytest_llmppl.identity.tensors import hash_and_zeros, hashes_and_zeros
 
     g = torch.Generator().manual_seed(1)
     tensors = [(torch.randn(n, generator=g) * (n % 3)).to(dtype).cuda()

@@ -222,3 +222,29 @@ def test_an_infinite_divergence_fails_its_budget_however_it_is_served(pytester):
     result.assert_outcomes(failed=1)
     (check,) = rows(pytester, "check")
     assert check["measured_source"] == "file" and check["kl"]["mean"] == "inf"
+
+
+NUMBER_THEN_MODEL = """
+import copy, os
+from conftest import damage
+
+def test_pruned(model, tok, ppl_baseline, ppl_check):
+    pruned = copy.deepcopy(model)
+    damage(pruned, 0.3)
+    base = 100.0 if os.environ.get("NUMBER") else ppl_baseline(model, tok)
+    ppl_check(pruned, tok, baseline=base, budget="50%")
+"""
+
+
+def test_a_stored_result_without_its_kl_is_measured_again_for_a_kl_budget(pytester, monkeypatch):
+    """The store holds the candidate's result but not its divergence (it was measured against a
+    number): a KL budget measures it again, against the dense top-k, and judges the KL (the store's
+    result, found again under the lock, never passes it unjudged)."""
+    project(pytester, NUMBER_THEN_MODEL)
+    monkeypatch.setenv("NUMBER", "1")
+    pytester.runpytest().assert_outcomes(passed=1)
+    monkeypatch.delenv("NUMBER")
+    result = pytester.runpytest("--ppl-kl-budget=0.000001", "--ppl-report=report.json")
+    result.assert_outcomes(failed=1)
+    (check,) = rows(pytester, "check")
+    assert check["measured_source"] == "measured" and check["kl"]["mean"] > 0 and check["decided_by"] == "kl"

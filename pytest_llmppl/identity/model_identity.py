@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ModelError
 from .fingerprint import digest
 from .size_facts import SizeFacts, size_facts
+from .tensors import weights_description
 from .value_description import PLAIN as _PLAIN
-from .value_description import Describer, Unpinned, describe_config
+from .value_description import Describer, Unpinned
 
 IDENTITY_VERSION = 2  # 1: state dict, config and hooks (0.3); 2: the whole function (0.4)
 _STRUCTURE = frozenset({"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"})
@@ -62,16 +61,18 @@ class ModelIdentity:
 
 
 def model_identity(model: Any) -> ModelIdentity:
-    """The digest of everything ``model``'s forward reads, and its size facts."""
+    """The digest of everything ``model``'s forward reads, and its size facts: one describer for
+    the whole walk (the config described once, each class once)."""
     model = unwrap_compiled(model)
     zeros: dict[str, int] = {}
+    describe = Describer(config=getattr(model, "config", None))
     try:
-        weights = weights_description(model, zeros)
-        tree = _tree(model)
+        weights = weights_description(model, describe, zeros)
+        tree = _tree(model, describe)
     except Unpinned as exc:
         return ModelIdentity(digest("unpinned", uuid.uuid4().hex), f"not served: {exc}", size_facts(model, zeros))
-    return ModelIdentity(digest("model", IDENTITY_VERSION, type(model).__name__, _config(model), weights, tree),
-                         size=size_facts(model, zeros))
+    return ModelIdentity(digest("model", IDENTITY_VERSION, type(model).__name__, describe.config_description,
+                                weights, tree), size=size_facts(model, zeros))
 
 
 def unwrap_compiled(model: Any) -> Any:
@@ -84,72 +85,13 @@ def unwrap_compiled(model: Any) -> Any:
     return model
 
 
-def _config(model: Any) -> dict[str, Any]:
-    config = getattr(model, "config", None)
-    return describe_config(config) if config is not None and hasattr(config, "to_dict") else {}
-
-
-def weights_description(model: Any, zeros: dict[str, int] | None = None) -> list[Any]:
-    """Every tensor the modules register, by name: the state dict (whose values a quantized
-    module packs into tuples) and the non-persistent buffers it leaves out.  ``zeros`` gets
-    each parameter's zero elements, counted in the same pass."""
-    from .fingerprint import hashes_and_zeros
-
-    describe = Describer()
-    params = {n for n, _ in model.named_parameters(remove_duplicate=False)} if zeros is not None else set()
-    items: list[Any] = []
-    on_device: list[tuple[list[Any], Any]] = []  # hashed together after the walk: one wait for the device
-    for name, value in model_tensors(model):
-        if not (hasattr(value, "shape") and hasattr(value, "dtype")):
-            items.append([name, describe(value)])
-            continue
-        item = [name, list(value.shape), str(value.dtype)]
-        items.append(item)
-        if getattr(value, "is_cuda", False):
-            on_device.append((item, value))
-        else:  # now, one at a time: a disk-offloaded weight is read, hashed and let go
-            _hashed(item, hashes_and_zeros([(value, name in params)])[0], params, zeros)
-    for (item, _), hashed in zip(on_device, hashes_and_zeros([(v, item[0] in params) for item, v in on_device])):
-        _hashed(item, hashed, params, zeros)
-    return items
-
-
-def _hashed(item: list[Any], hashed: tuple[str, int], params: set[str], zeros: dict[str, int] | None) -> None:
-    fingerprint, n_zeros = hashed
-    if zeros is not None and item[0] in params:
-        zeros[item[0]] = n_zeros
-    item.append(fingerprint)
-
-
-def model_tensors(model: Any) -> Iterator[tuple[str, Any]]:
-    """The state dict's entries, then the non-persistent buffers (but caches), with their data; a
-    disk-offloaded one (accelerate, on ``meta``) is read from the offload through its
-    module's hook."""
-    from .fingerprint import offloaded_weights
-
-    offloaded = offloaded_weights(model)
-    state = model.state_dict(keep_vars=False)
-    extra = {n: b for n, b in model.named_buffers() if n not in state and "cache" not in n.rsplit(".", 1)[-1].lower()}
-    for name in sorted(state) + sorted(extra):
-        t = state[name] if name in state else extra[name]
-        if getattr(t, "is_meta", False):
-            t = offloaded.get(name)
-            if t is None:
-                raise ModelError(
-                    f"parameter {name} is on the meta device (no weights loaded) and no offloaded copy was found: "
-                    "load the model with real weights (no init_empty_weights / device_map='meta'), or dispatch it "
-                    "with accelerate's device_map and offload_folder so its weights can be read."
-                )
-        yield name, t
-
-
-def _tree(model: Any) -> list[Any]:
+def _tree(model: Any, describe: Describer) -> list[Any]:
     """Each module's class and attributes, with its hooks; torch's global hooks last."""
     from torch.nn.modules import module as nn_module
 
     tree = _modules(model)
     names = {id(m): n for n, m in tree}
-    describe = Describer(module_ref=names.get, config=getattr(model, "config", None))
+    describe.module_ref = names.get
     describe.module = lambda m, depth, seen: ["detached", _module(m, "", describe, depth, seen, whole=True)]
     out = [[name, _module(module, name, describe)] for name, module in tree]
     for attr in _GLOBAL_HOOKS:
@@ -203,7 +145,7 @@ def _module(module: Any, name: str, describe: Describer, depth: int = 0, seen: f
                 hooks.append([attr, kinds, describe(hook, depth, seen)])
             except Unpinned as exc:
                 raise _unpinned(f"module {name or type(module).__name__!r} {attr[1:-1]}", exc) from None
-    out = [describe.cls(type(module), depth, seen), attrs, hooks]
+    out = [describe(type(module), depth, seen), attrs, hooks]
     if whole:
         out.append([[n, describe(t, depth + 1, seen)] for n, t in
                     sorted(list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)))])

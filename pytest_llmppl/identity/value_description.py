@@ -86,12 +86,15 @@ _BASES: dict[int, tuple[type, tuple[int, ...], Any]] = {}
 class Describer:
     """Describes values for one identity walk.  ``module_ref`` names a module of the model being
     walked (described where the walk meets it, so a reference to it is its name); ``config``
-    is the model's config (described once at the top)."""
+    is the model's config, described once here (``config_description``) and named where it is
+    met again; ``module`` describes a module the model's tree does not hold."""
 
     def __init__(self, module_ref: Callable[[Any], str | None] = lambda m: None, config: Any = None,
                  module: Callable[[Any, int, frozenset[int]], Any] | None = None) -> None:
         self.module_ref = module_ref
         self.config = config
+        self.config_description = describe_config(config) if config is not None and hasattr(config, "to_dict") \
+            else {}
         self.module = module
         self._classes: dict[int, Any] = {}
 
@@ -155,7 +158,7 @@ class Describer:
         raise Unpinned(f"a {type(obj).__module__}.{type(obj).__qualname__}, which cannot be compared by value")
 
     def tensor(self, t: Any) -> Any:
-        from .fingerprint import tensor_hash
+        from .tensors import tensor_hash
 
         if t.is_meta:
             raise Unpinned("a tensor on the meta device (no values to compare)")

@@ -1,24 +1,31 @@
 """Tokenize a corpus once, as one sequence with the tokenizer's default special
 tokens (so one BOS at the very start for Llama-style tokenizers), and keep the
-ids on disk keyed by the corpus text and the tokenizer's content.  A document corpus
-(the lm-eval protocol) is encoded document by document, as lm-eval does, and kept
-with each document's length."""
+ids on disk keyed by the corpus text and the tokenizer's content (their two digests side by
+side: no third hash).  A document corpus (the lm-eval protocol) is encoded document by
+document, as lm-eval does, and kept with each document's length."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..identity.fingerprint import digest, tokenizer_fingerprint
+from ..identity.fingerprint import tokenizer_fingerprint
 from ..keep.store import Store
 from .corpus import Corpus
 
 NAMESPACE = "tokens"
-FORMAT = 1  # bump when the way ids are produced changes
-_MEMO: dict[str, object] = {}
+DOCUMENTS = "documents"
+FORMAT = 2  # bump when the way ids are produced changes (an entry of another format is a miss)
+_MEMO: dict[tuple[str, str], object] = {}
 
 
 def token_key(corpus: Corpus, tokenizer_fp: str) -> str:
-    return digest("tokens", FORMAT, corpus.fingerprint, tokenizer_fp)
+    """The corpus text's digest and the tokenizer's, side by side."""
+    return corpus.fingerprint + tokenizer_fp
+
+
+def _current(hit: Any) -> Any:
+    """A stored entry of this format, else None."""
+    return hit if hit is not None and hit[0].get("format") == FORMAT else None
 
 
 def tokenize(corpus: Corpus, tokenizer: Any, store: Store | None = None,
@@ -30,9 +37,9 @@ def tokenize(corpus: Corpus, tokenizer: Any, store: Store | None = None,
 
     key = token_key(corpus, tokenizer_fp or tokenizer_fingerprint(tokenizer))
     source = "memory"
-    ids = _MEMO.get(key)
+    ids = _MEMO.get((NAMESPACE, key))
     if ids is None and store is not None:
-        hit = store.get_array(NAMESPACE, key)
+        hit = _current(store.get_array(NAMESPACE, key))
         if hit is not None:
             ids, source = hit[1].astype(np.int64, copy=False), "cache"
     if ids is None:
@@ -40,8 +47,8 @@ def tokenize(corpus: Corpus, tokenizer: Any, store: Store | None = None,
         if store is not None:
             dtype = np.int32 if ids.size == 0 or ids.max() < 2**31 else np.int64
             store.put_array(NAMESPACE, key, ids.astype(dtype),
-                            {"corpus": corpus.name, "n_tokens": int(ids.size)})
-    _MEMO[key] = ids
+                            {"corpus": corpus.name, "n_tokens": int(ids.size), "format": FORMAT})
+    _MEMO[(NAMESPACE, key)] = ids
     return ids, source
 
 
@@ -53,11 +60,11 @@ def tokenize_documents(corpus: Corpus, tokenizer: Any, store: Store | None = Non
 
     from .lmeval import encode_documents
 
-    key = digest("lm-eval documents", FORMAT, corpus.fingerprint, tokenizer_fp or tokenizer_fingerprint(tokenizer))
-    hit = _MEMO.get(key)
+    key = token_key(corpus, tokenizer_fp or tokenizer_fingerprint(tokenizer))
+    hit = _MEMO.get((DOCUMENTS, key))
     if isinstance(hit, tuple):
         return hit[0], hit[1], "memory"
-    found = store.get_array(NAMESPACE, key) if store is not None else None
+    found = _current(store.get_array(DOCUMENTS, key)) if store is not None else None
     lengths = found[0].get("doc_lengths") if found is not None else None
     if found is not None and isinstance(lengths, list) and sum(lengths) == len(found[1]):
         ids, source = found[1].astype(np.int64, copy=False), "cache"
@@ -65,9 +72,9 @@ def tokenize_documents(corpus: Corpus, tokenizer: Any, store: Store | None = Non
         ids, lengths = encode_documents(corpus.documents, tokenizer)
         source = "tokenized"
         if store is not None:
-            store.put_array(NAMESPACE, key, ids.astype(np.int64),
-                            {"corpus": corpus.name, "n_tokens": int(ids.size), "doc_lengths": lengths})
-    _MEMO[key] = (ids, lengths)
+            store.put_array(DOCUMENTS, key, ids.astype(np.int64), {"corpus": corpus.name, "n_tokens": int(ids.size),
+                                                                   "doc_lengths": lengths, "format": FORMAT})
+    _MEMO[(DOCUMENTS, key)] = (ids, lengths)
     return ids, lengths, source
 
 

@@ -81,10 +81,12 @@ def chain_for(settings: Settings, recording: Recording | None, results: ResultSt
     fresh_only = recording is not None and (settings.update_baselines or settings.strict)
     memory = Memory(fresh_only)
     reusable: list[ResultSource] = [] if settings.remeasure else [memory]
-    if results is not None and not settings.remeasure:
-        reusable.append(Stored(results, run=run_id if fresh_only else None))
+    stored = Stored(results, run=run_id if fresh_only else None) if results is not None and not settings.remeasure \
+        else None
+    if stored is not None:
+        reusable.append(stored)
     divergences = Divergences(results)
-    forward = Forward(memory, results, reusable, run_id, divergences, progress)
+    forward = Forward(memory, results, stored, run_id, divergences, progress)
     chain = Chain([], [], forward, memory, results, divergences)
     committed: list[ResultSource] = []
     if recording is not None and not settings.update_baselines:

@@ -1,5 +1,6 @@
 """The last source, which always serves: a forward of the model, under the store's lock so xdist
-workers needing the same result measure it once; a complete result is stored."""
+workers needing the same result measure it once (the one that waited is served what the other
+stored); a complete result is stored."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..judge.records import Source
-from .served import ResultSource, Served
+from .served import Served
 
 if TYPE_CHECKING:
     from ..keep.result_store import ResultStore
@@ -16,13 +17,15 @@ if TYPE_CHECKING:
     from ..measure.perplexity_result import PerplexityResult
     from .memory import Memory
     from .reference import Divergences
+    from .stored import Stored
 
 
 class Forward:
-    """``again``: the sources asked once more under the lock (another worker may have measured it
-    while this one waited); ``progress``: (label) -> the engine's progress callback, or None."""
+    """``again``: the store's source, asked once more under the lock (another worker may have
+    measured it while this one waited), or None when the store may not serve (``--ppl-remeasure``);
+    ``progress``: (label) -> the engine's progress callback, or None."""
 
-    def __init__(self, memory: Memory, results: ResultStore | None, again: list[ResultSource], run_id: str,
+    def __init__(self, memory: Memory, results: ResultStore | None, again: Stored | None, run_id: str,
                  divergences: Divergences, progress: Any = None):
         self.memory = memory
         self.results = results
@@ -31,18 +34,19 @@ class Forward:
         self.divergences = divergences
         self.progress = progress
 
-    def measure(self, model: Any, call: Call, order: list[int] | None = None, stop: Any = None) -> Served:
+    def measure(self, model: Any, call: Call, order: list[int] | None = None, stop: Any = None,
+                served_before: bool = False) -> Served:
         """A candidate measured against a dense reference (``call.reference``) comes with its KL
-        divergence from it, kept beside its result."""
+        divergence from it, kept beside its result.  ``served_before``: the chain served a result
+        that lacked what the check needs (its KL): the store is not asked again, it would serve the same."""
         if self.results is None or call.spec.unpinned:
             result = self.forward(model, call, order, stop)
             return Served(result, Source.MEASURED, kl=self.divergences.measured(call, result))
         t0 = time.perf_counter()
         with self.results.lock(call.spec):
-            for source in self.again:
-                found = source.serve(call) if not source.refuses(call) else None
-                if found is not None:
-                    return dataclasses.replace(found, waited=time.perf_counter() - t0)
+            found = self.again.serve(call) if self.again is not None and not served_before else None
+            if found is not None:
+                return dataclasses.replace(found, waited=time.perf_counter() - t0)
             result = self.forward(model, call, order, stop)
             kl = self.divergences.measured(call, result)  # None unless measured against a dense reference
             reference = call.reference
