@@ -6,7 +6,7 @@ magnitude sparsity of every decoder linear layer, as Wanda/SparseGPT-style 10-50
 give; structured MLP pruning of SmolLM2 at these ratios destroys it, KL > 5 nats), the exact
 per-token KL(P_dense || Q) is computed from both models'
 whole float64 log-softmax, and from the same logits (a) the product's estimate
-(``divergence.dense_topk`` + ``token_divergence``: the k most likely dense tokens exactly plus
+(``device_divergence.dense_topk`` + ``token_divergence``: the k most likely dense tokens exactly plus
 m draws from the rest) for several (k, m), and (b) the lower bound that merges the rest into
 one outcome (what a top-k alone gives).  Errors: of the mean KL, and of the median and 99th
 percentile over tokens.  Prints a table and writes ``benchmarks/results/kl_topk_error.json``.
@@ -68,7 +68,8 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pytest_llmppl.measure.divergence import bytes_per_token, dense_topk, token_divergence, window_noise
+    from pytest_llmppl.measure.device_divergence import dense_topk, token_divergence, window_noise
+    from pytest_llmppl.measure.divergence import bytes_per_token
 
     text = (ROOT / "fixtures" / "corpus" / "test.txt").read_text(encoding="utf-8")
     rows = []
@@ -95,7 +96,8 @@ def main() -> int:
             for k, m in CONFIGS:
                 noise = torch.stack([window_noise(w, SEQLEN - 1, m) for w in range(WINDOWS)])
                 ref = dense_topk(lambda i, lp=p_lp: lp.gather(-1, i), lambda lp=p_lp: lp, p_logits, k, noise)
-                kl, _, _ = token_divergence(lambda i, lq=q_lp: lq.gather(-1, i), q_logits, q_ce, *ref, p_ce)
+                q_at = q_lp.gather(-1, ref[0].long()), q_lp.gather(-1, ref[2].long())
+                kl, _, _ = token_divergence(*q_at, q_logits, q_ce, *ref, p_ce)
                 row["sampled"][f"k={k} m={m}"] = {**_errors(exact, kl.double().flatten()),
                                                   "bytes_per_100k_tokens": bytes_per_token(k, m) * 100_000}
             for k in MERGED_KS:

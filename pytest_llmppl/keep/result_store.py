@@ -55,7 +55,8 @@ class ResultStore:
         if result.topk is not None:
             self.put_topk(spec, result.topk)
         if kl is not None:
-            self.put_kl(spec, *kl)
+            dense_model, divergence = kl
+            self.store.put_json(KL_NAMESPACE, kl_key(spec, dense_model), divergence.to_json(), {"kind": "kl"})
         entry = {"format": FORMAT, **result_entry(result), "run": run}
         self.store.put_json(NAMESPACE, spec.key, entry, {"kind": "result", "corpus": result.corpus})
 
@@ -79,9 +80,6 @@ class ResultStore:
             return KLDivergence.from_json(entry) if isinstance(entry, dict) else None
         except (KeyError, TypeError, ValueError):
             return None
-
-    def put_kl(self, candidate: MeasurementSpec, dense_model: str, kl: Any) -> None:
-        self.store.put_json(KL_NAMESPACE, kl_key(candidate, dense_model), kl.to_json(), {"kind": "kl"})
 
     @contextmanager
     def lock(self, spec: MeasurementSpec) -> Iterator[None]:

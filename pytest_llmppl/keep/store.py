@@ -234,6 +234,7 @@ class Store:
         finally:
             lk.release()
 
+    @contextmanager
     def measure_lock(self, namespace: str, key: str, timeout: float = 3600.0):
         """Held while one process measures what ``(namespace, key)`` will hold, so that
         xdist workers needing the same result measure it once."""
@@ -242,7 +243,8 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             pass
-        return self.lock(path.with_suffix(".measure"), timeout=timeout)
+        with self.lock(path.with_suffix(".measure"), timeout=timeout):
+            yield
 
     def info(self) -> dict:
         """Entry count and bytes per namespace."""

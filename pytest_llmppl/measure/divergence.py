@@ -21,18 +21,14 @@ window's reference is the same whatever the batch or device.
 
 The statistics are llama.cpp's (``llama-perplexity --kl-divergence``): mean ± SE with its
 formula, median, linearly interpolated percentiles, RMS Δp ± SE and "same top p".
-``DenseTopK`` to ``summarize`` are plain Python and numpy; the device functions import
-torch when called.
+Plain Python and numpy; what the engine's loop computes on the device is ``device_divergence``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .windows import Window
+from typing import Any
 
 TOP_K = 16          # the dense model's most likely tokens kept exactly at each position
 TAIL_SAMPLES = 16   # draws from the rest: chosen with benchmarks/kl_topk_error.py (docs/divergence.md)
@@ -258,78 +254,3 @@ def _finite(x: float) -> float | str:
 def _nan(x: Any) -> float:
     """A number written by ``_finite`` (``null`` from files of 0.3: NaN)."""
     return math.nan if x is None else float(x)
-
-
-# -- on the device, inside the engine's loop (torch) -------------------------------------------
-
-def window_noise(window: int, n_positions: int, m: int = TAIL_SAMPLES) -> Any:
-    """Uniform noise in (0, 1) for a window's draws from the rest, seeded by its index (made on
-    the CPU, so a window's draws are the same whatever the device or batch)."""
-    import torch
-
-    g = torch.Generator().manual_seed(0x5EED + window)
-    return torch.rand(n_positions, m, generator=g, dtype=torch.float64).clamp_(1e-12, 1 - 1e-12)
-
-
-def dense_topk(logprob_at: Any, log_probs: Any, logits: Any, k: int, noise: Any) -> tuple[Any, ...]:
-    """The dense model's reference at each position of a logits chunk [B, c, V]: (top-k ids int32,
-    their log-probs float32, m ids drawn from the rest int32, their log-probs float32, the rest's
-    mass float32).  ``logprob_at(ids)`` gives the float32 log-probs at ``ids`` and ``log_probs()``
-    all of them (the engine's, so both sides agree); ``noise`` [B, c, m] picks the draws."""
-    import torch
-
-    ids = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
-    probs = log_probs().exp()  # float32: a draw's bias from rounding is far below its sampling noise
-    probs.scatter_(-1, ids, 0.0)
-    cdf = probs.cumsum_(-1)
-    rest = cdf[..., -1]
-    drawn = torch.searchsorted(cdf, (noise * rest.unsqueeze(-1)).to(cdf.dtype).contiguous())
-    drawn.clamp_(max=logits.shape[-1] - 1)
-    del cdf, probs
-    return ids.int(), logprob_at(ids), drawn.int(), logprob_at(drawn), rest.float()
-
-
-def token_divergence(logprob_at: Any, logits: Any, ce: Any, ref_ids: Any, ref_logp: Any, tail_ids: Any,
-                     tail_logp: Any, ref_rest: Any, ref_ce: Any) -> tuple[Any, Any, Any]:
-    """Per position of a chunk: (KL(P_dense || Q) float32, Δp float32, same argmax bool), from the
-    candidate's logits and the dense model's reference at the same positions."""
-    import torch
-
-    p_logp = ref_logp.double()
-    inside = (p_logp.exp() * (p_logp - logprob_at(ref_ids.long()).double())).sum(-1)
-    drawn = (tail_logp.double() - logprob_at(tail_ids.long()).double()).mean(-1)
-    kl = (inside + ref_rest.double() * drawn).float()
-    dp = (torch.exp(-ce.double()) - torch.exp(-ref_ce.double())).float()
-    same = logits.argmax(dim=-1) == ref_ids[..., 0].to(torch.long)
-    return kl, dp, same
-
-
-class DeviceReference:
-    """A dense model's top-k on the device (uploaded once, like the token stream), handed out per
-    batch as [B, L-1, ...] tensors aligned with the forward's positions (unscored ones padded)."""
-
-    def __init__(self, reference: Any, windows: list[Window], chosen: list[int], device: Any):
-        import torch
-
-        parts = [getattr(reference, name) for name in reference.PARTS]
-        if any(i not in parts[-1] for i in chosen):
-            raise ValueError("the reference does not cover every chosen window")
-        self.k = reference.k
-        self.windows = windows
-        self.parts = {i: tuple(torch.as_tensor(part[i]).to(device) for part in parts) for i in chosen}
-
-    def batch(self, group: list[int]) -> tuple[Any, ...]:
-        import torch
-        import torch.nn.functional as F
-
-        out = []
-        for j in range(len(self.parts[group[0]])):
-            rows = []
-            for i in group:
-                t = self.parts[i][j]
-                pad = self.windows[i].score_from - 1
-                if pad:
-                    t = F.pad(t, (0, 0, pad, 0) if t.dim() == 2 else (pad, 0))
-                rows.append(t)
-            out.append(torch.stack(rows))
-        return tuple(out)

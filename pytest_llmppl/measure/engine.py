@@ -17,10 +17,10 @@ from typing import Any
 
 from ..errors import ModelError
 from .batch_sizer import BatchSizer
-from .divergence import DeviceReference
+from .device_divergence import DeviceReference
 from .model_facts import evaluation_plan, input_device
 from .protocols import Protocol
-from .windows import Window, plan_evaluation, rules_of, spread_subset
+from .windows import Window, plan_evaluation
 
 LOGITS_CHUNK_BYTES = 128 * 2**20  # float32 log-probs per chunk: bounds the head's memory
 FUSED_CHUNK_BYTES = 256 * 2**20  # half-precision logits per chunk on the fused CUDA path
@@ -67,11 +67,8 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str | Protocol = "torch-p
 
     ids = np.asarray(ids)
     plan = evaluation_plan(model, ids, head, dtype)
-    rules = rules_of(protocol)
-    if windows is None:
-        windows, chosen = plan_evaluation(len(ids), seqlen, rules, stride, first_windows, doc_lengths, max_windows)
-    else:
-        chosen = spread_subset(len(windows), max_windows)
+    rules, windows, chosen = plan_evaluation(len(ids), seqlen, protocol, stride, first_windows, doc_lengths,
+                                             max_windows, windows)
     if order is not None:
         if sorted(order) != sorted(chosen):
             raise ValueError("order must be a permutation of the chosen windows")
@@ -176,7 +173,7 @@ class _BatchRun:
     def _noise(self, group: list[int], batch) -> Any:
         import torch
 
-        from .divergence import window_noise
+        from .device_divergence import window_noise
 
         return torch.stack([window_noise(i, batch.shape[1] - 1) for i in group]).to(batch.device)
 
@@ -224,7 +221,7 @@ def token_ce(model, batch, path: str = "full", argmax: bool = False, keep_topk: 
     import torch
     import torch.nn.functional as F
 
-    from .divergence import dense_topk, token_divergence
+    from .device_divergence import dense_topk, token_divergence
 
     labels = batch[:, 1:]
     n_pos = batch.shape[1] - 1
@@ -297,7 +294,8 @@ def token_ce(model, batch, path: str = "full", argmax: bool = False, keep_topk: 
                 part[:, s:e] = value.to(dev)
         if result.divergence is not None and reference is not None:
             ref = [r[:, s:e] for r in reference]
-            for part, value in zip(result.divergence, token_divergence(logp.at, lg, ce[:, s:e], *ref)):
+            q_at = logp.at(ref[0].long()), logp.at(ref[2].long())  # at the dense top-k and its draws
+            for part, value in zip(result.divergence, token_divergence(*q_at, lg, ce[:, s:e], *ref)):
                 part[:, s:e] = value.to(dev)
         del lg, logp
     return result

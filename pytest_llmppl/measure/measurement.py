@@ -41,7 +41,6 @@ class Prepared:
     @cached_property
     def _tokens(self) -> tuple[Any, str, list[Window], list[int] | None]:
         from .tokens import tokenize, tokenize_documents
-        from .windows import plan_checked
 
         lengths = None
         if self.corpus.documents:
@@ -49,7 +48,7 @@ class Prepared:
         else:
             ids, source = tokenize(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
         ids = self.rules.stream(ids, self.seqlen, self.tokenizer)
-        windows = plan_checked(len(ids), self.seqlen, self.rules, self.stride, self.corpus.first_windows, lengths)
+        windows = self.rules.plan(len(ids), self.seqlen, self.stride, self.corpus.first_windows, lengths)
         return ids, source, windows, lengths
 
     @property
@@ -102,10 +101,10 @@ def prepare(model: Any, tokenizer: Any, corpus: str | Corpus, seqlen: int | None
             stride: int | None, max_windows: int | None, store: Store | None,
             allow_long_seqlen: bool = False) -> Prepared:
     from .model_facts import describe
-    from .windows import rules_of
+    from .protocols import get
 
     tok = resolve_tokenizer(model, tokenizer)
-    rules = rules_of(protocol)
+    rules = get(protocol)
     documents = rules.documents
     text = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, documents=documents)
     if documents and not text.documents:

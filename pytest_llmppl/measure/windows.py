@@ -6,7 +6,7 @@ from __future__ import annotations
 from .protocols import Protocol, Window, get
 from .protocols.lm_eval import rolling_windows as plan_rolling_windows
 
-__all__ = ["Window", "plan_checked", "plan_evaluation", "plan_rolling_windows", "plan_windows", "rules_of",
+__all__ = ["Window", "plan_evaluation", "plan_rolling_windows", "plan_windows", "rules_of",
            "spread_subset", "window_weight"]
 
 
@@ -19,11 +19,10 @@ def plan_windows(n_tokens: int, seqlen: int, protocol: str | Protocol = "torch-p
                  stride: int | None = None, cap: int | None = None,
                  doc_lengths: list[int] | None = None) -> list[Window]:
     """All windows of a token stream of length ``n_tokens`` (the first ``cap``, if given; before
-    any subset); ``lm-eval`` needs the stream's ``doc_lengths``."""
-    rules = rules_of(protocol)
+    any subset), unchecked; ``lm-eval`` needs the stream's ``doc_lengths``."""
     if seqlen < 2:
         raise ValueError(f"seqlen must be at least 2, got {seqlen}")
-    windows = rules.windows(n_tokens, seqlen, stride, doc_lengths)
+    windows = rules_of(protocol).windows(n_tokens, seqlen, stride, doc_lengths)
     return windows[:cap] if cap else windows
 
 
@@ -41,18 +40,12 @@ def window_weight(window: Window, protocol: str | Protocol) -> int:
     return rules_of(protocol).weight(window)
 
 
-def plan_checked(n_tokens: int, seqlen: int, protocol: str | Protocol, stride: int | None,
-                 first_windows: int | None = None, doc_lengths: list[int] | None = None) -> list[Window]:
-    """The protocol's windows; a corpus too short for them is an error naming the fix."""
-    rules = rules_of(protocol)
-    windows = plan_windows(n_tokens, seqlen, rules, stride, first_windows, doc_lengths)
-    rules.check(n_tokens, seqlen, windows)
-    return windows
-
-
 def plan_evaluation(n_tokens: int, seqlen: int, protocol: str | Protocol, stride: int | None,
-                    first_windows: int | None, doc_lengths: list[int] | None,
-                    max_windows: int | None) -> tuple[list[Window], list[int]]:
-    """Every window (``plan_checked``) and the ones to evaluate (``spread_subset``), in one visit."""
-    windows = plan_checked(n_tokens, seqlen, protocol, stride, first_windows, doc_lengths)
-    return windows, spread_subset(len(windows), max_windows)
+                    first_windows: int | None, doc_lengths: list[int] | None, max_windows: int | None,
+                    windows: list[Window] | None = None) -> tuple[Protocol, list[Window], list[int]]:
+    """The protocol, every window (``Protocol.plan``: checked; unless the caller planned them already) and
+    the ones to evaluate (``spread_subset``): what the engine asks, in one visit."""
+    rules = rules_of(protocol)
+    if windows is None:
+        windows = rules.plan(n_tokens, seqlen, stride, first_windows, doc_lengths)
+    return rules, windows, spread_subset(len(windows), max_windows)

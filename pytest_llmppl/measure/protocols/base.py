@@ -41,6 +41,17 @@ class Protocol:
         """Every window of a stream of ``n_tokens`` (before any subset)."""
         return disjoint(n_tokens, seqlen, 1)
 
+    def plan(self, n_tokens: int, seqlen: int, stride: int | None = None, cap: int | None = None,
+             doc_lengths: list[int] | None = None) -> list[Window]:
+        """Every window (the first ``cap``, if given), checked: a seqlen below 2 or a corpus too
+        short for the protocol is an error."""
+        if seqlen < 2:
+            raise ValueError(f"seqlen must be at least 2, got {seqlen}")
+        windows = self.windows(n_tokens, seqlen, stride, doc_lengths)
+        windows = windows[:cap] if cap else windows
+        self.check(n_tokens, seqlen, windows)
+        return windows
+
     def check(self, n_tokens: int, seqlen: int, windows: list[Window]) -> None:
         """A corpus too short for the protocol is an error that names the fix."""
         if not windows or n_tokens < seqlen:
