@@ -92,9 +92,9 @@ def test_chunked_head_equals_full_logits(tiny_model, ids):
 
 
 def test_chunked_head_with_tiny_chunks(tiny_model, ids, monkeypatch):
-    from pytest_llmppl.measure import engine
+    from pytest_llmppl.measure import token_loss
 
-    monkeypatch.setattr(engine, "LOGITS_CHUNK_BYTES", 4 * 1024 * 7)  # ~7 positions per chunk
+    monkeypatch.setattr(token_loss, "LOGITS_CHUNK_BYTES", 4 * 1024 * 7)  # ~7 positions per chunk
     out = evaluate_ids(tiny_model, ids, seqlen=128, max_windows=5)
     assert math.exp(sum(out.window_nll) / sum(out.window_weight)) == pytest.approx(
         tp_ppl(tiny_model, ids, 128, spread_subset(len(ids) // 128, 5)), rel=REL)

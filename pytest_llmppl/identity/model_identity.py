@@ -21,7 +21,6 @@ report says why.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -29,24 +28,12 @@ from typing import Any
 from .fingerprint import digest
 from .size_facts import SizeFacts, size_facts
 from .tensors import weights_description
-from .value_description import PLAIN as _PLAIN
-from .value_description import Describer, Unpinned
+from .value_description import NEUTRAL, Describer, Unpinned, unpinned_at
+
+__all__ = ["IDENTITY_VERSION", "NEUTRAL", "ModelIdentity", "model_identity", "unwrap_compiled"]
 
 IDENTITY_VERSION = 2  # 1: state dict, config and hooks (0.3); 2: the whole function (0.4)
-_STRUCTURE = frozenset({"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"})
-_HOOKS = ("_forward_pre_hooks", "_forward_hooks")
-_HOOK_FLAGS = ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
 _GLOBAL_HOOKS = ("_global_forward_pre_hooks", "_global_forward_hooks")
-# Attributes that say how a module was loaded, placed, trained or saved, not what it computes.
-NEUTRAL = frozenset({
-    "training", "_backward_hooks", "_backward_pre_hooks", "_is_full_backward_hook", "_state_dict_hooks",
-    "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
-    "_compiled_call_impl",  # module.compile(): the same function, compiled
-    "generation_config", "_weight_conversions", "_is_hf_initialized", "name_or_path", "warnings_issued",
-    "hf_device_map", "_super_module_initialized", "_kernels_device",
-    "_is_torch_compile",  # set by torch.compile(model): the same function, compiled
-    "_kernels_mode",  # the hub kernels' training/inference mode: follows the training flag
-})
 
 
 @dataclass(frozen=True)
@@ -92,14 +79,14 @@ def _tree(model: Any, describe: Describer) -> list[Any]:
     tree = _modules(model)
     names = {id(m): n for n, m in tree}
     describe.module_ref = names.get
-    describe.module = lambda m, depth, seen: ["detached", _module(m, "", describe, depth, seen, whole=True)]
-    out = [[name, _module(module, name, describe)] for name, module in tree]
+    describe.detached = True
+    out = [[name, describe.module_of(module, name)] for name, module in tree]
     for attr in _GLOBAL_HOOKS:
         for hook in getattr(nn_module, attr, {}).values():
             try:
                 out.append(["", attr, describe(hook)])
             except Unpinned as exc:
-                raise _unpinned(f"torch's {attr}", exc) from None
+                raise unpinned_at(f"torch's {attr}", exc) from None
     return out
 
 
@@ -117,74 +104,3 @@ def _modules(model: Any) -> list[tuple[str, Any]]:
         children = [(f"{name}.{k}" if name else k, c) for k, c in module._modules.items() if c is not None]
         stack.extend(reversed(children))
     return out
-
-
-def _module(module: Any, name: str, describe: Describer, depth: int = 0, seen: frozenset[int] = frozenset(),
-            whole: bool = False) -> list[Any]:
-    """One module: class, attributes by value and hooks (``whole``: also its tensors and
-    children, for a module that is not in the model's tree but is read by it)."""
-    own = vars(module)
-    names = _described(tuple(own), "_hf_hook" in own and _accelerate_dispatch(module))
-    attrs: list[Any] = []
-    for attr in names:
-        value = own[attr]
-        kind = type(value)
-        if kind in _PLAIN:  # most attributes: inline, no call, one string
-            attrs.append(f"{attr}={kind.__name__}:{value!r}")
-            continue
-        try:
-            attrs.append([attr, describe(value, depth, seen)])
-        except Unpinned as exc:
-            raise _unpinned(f"module {name or type(module).__name__!r} attribute {attr!r}", exc) from None
-    hooks = []
-    for attr, flags in zip(_HOOKS, (_HOOK_FLAGS[0], _HOOK_FLAGS[1])):
-        registered = own.get(attr)
-        for hook_id, hook in registered.items() if registered else ():
-            kinds = [f for f in (flags, _HOOK_FLAGS[2]) if hook_id in own.get(f, ())]
-            try:
-                hooks.append([attr, kinds, describe(hook, depth, seen)])
-            except Unpinned as exc:
-                raise _unpinned(f"module {name or type(module).__name__!r} {attr[1:-1]}", exc) from None
-    out = [describe(type(module), depth, seen), attrs, hooks]
-    if whole:
-        out.append([[n, describe(t, depth + 1, seen)] for n, t in
-                    sorted(list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)))])
-        out.append([[n, describe(c, depth + 1, seen)] for n, c in module.named_children()])
-    return out
-
-
-@functools.lru_cache(maxsize=1024)
-def _described(names: tuple[str, ...], dispatched: bool) -> tuple[str, ...]:
-    """Which of a module's attributes (by name, as ``vars`` lists them) describe its function,
-    sorted; modules of one class share the answer."""
-    skip = _skipped(dispatched)
-    return tuple(sorted(n for n in names if n not in skip and "cache" not in n.lower()))
-
-
-@functools.lru_cache(maxsize=2)
-def _skipped(dispatched: bool) -> frozenset[str]:
-    """A module's attributes that are not its function: structure walked elsewhere, hooks
-    described on their own, ``NEUTRAL``, ``torch.nn.Module``'s own methods other than the call
-    path (an instance override of ``to`` or ``state_dict`` moves or saves the module; accelerate
-    wraps ``to`` on a dispatched model) and, on an accelerate-dispatched module, its wrapper."""
-    import torch
-
-    calls = {"forward", "__call__", "_call_impl", "_wrapped_call_impl"}
-    placement = {n for n, v in vars(torch.nn.Module).items() if callable(v) and n not in calls}
-    wrapper = {"_hf_hook", "_old_forward", "forward"} if dispatched else set()
-    return frozenset(NEUTRAL | _STRUCTURE | set(_HOOKS) | set(_HOOK_FLAGS) | placement | wrapper)
-
-
-def _unpinned(where: str, exc: Unpinned) -> Unpinned:
-    """The innermost place a value could not be described (a module inside a hook names itself)."""
-    return exc if str(exc).startswith("module ") else Unpinned(f"{where} refers to {exc}")
-
-
-def _accelerate_dispatch(module: Any) -> bool:
-    """accelerate's ``add_hook_to_module`` sets an instance ``forward`` that moves tensors
-    between devices (``_hf_hook``): the function is the module's own."""
-    hook = getattr(module, "_hf_hook", None)
-    if hook is None:
-        return False
-    hooks = getattr(hook, "hooks", None) or [hook]
-    return all(type(h).__module__.startswith("accelerate.") for h in hooks)

@@ -7,8 +7,11 @@ ones by their integers and scales); code by what it is: a function of an install
 version is in the identity already, or named here); any other function by its source (its
 bytecode when it has none), defaults, closure and the globals it loads, recursively; a class
 the same way (an installed one by name, plus any of its methods patched at run time); objects
-of plain Python classes by class and state.  What cannot be described (a lock, a C object)
-raises ``Unpinned``: the model is then measured every time, never served.
+of plain Python classes by class and state; a module by its class, its attributes (but those
+in ``NEUTRAL`` and the structure walked elsewhere) and its hooks, where the model's tree meets it
+(``Describer.module_of``), and whole where one of its values refers to a module outside the
+tree.  What cannot be described (a lock, a C object) raises ``Unpinned``: the model is then
+measured every time, never served.
 """
 
 from __future__ import annotations
@@ -26,6 +29,19 @@ PLAIN = (type(None), bool, int, float, complex, str, bytes)
 # Config keys that say how a model was loaded or run, not what it computes.
 CONFIG_NOISE = frozenset({"_name_or_path", "transformers_version", "use_cache", "dtype", "torch_dtype",
                           "_attn_implementation_autoset", "_commit_hash"})
+_STRUCTURE = frozenset({"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"})
+_HOOKS = ("_forward_pre_hooks", "_forward_hooks")
+_HOOK_FLAGS = ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
+# Attributes that say how a module was loaded, placed, trained or saved, not what it computes.
+NEUTRAL = frozenset({
+    "training", "_backward_hooks", "_backward_pre_hooks", "_is_full_backward_hook", "_state_dict_hooks",
+    "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
+    "_compiled_call_impl",  # module.compile(): the same function, compiled
+    "generation_config", "_weight_conversions", "_is_hf_initialized", "name_or_path", "warnings_issued",
+    "hf_device_map", "_super_module_initialized", "_kernels_device",
+    "_is_torch_compile",  # set by torch.compile(model): the same function, compiled
+    "_kernels_mode",  # the hub kernels' training/inference mode: follows the training flag
+})
 
 
 class Unpinned(Exception):
@@ -87,15 +103,16 @@ class Describer:
     """Describes values for one identity walk.  ``module_ref`` names a module of the model being
     walked (described where the walk meets it, so a reference to it is its name); ``config``
     is the model's config, described once here (``config_description``) and named where it is
-    met again; ``module`` describes a module the model's tree does not hold."""
+    met again; ``detached``: a module the model's tree does not hold is described whole (else it
+    is unpinned)."""
 
     def __init__(self, module_ref: Callable[[Any], str | None] = lambda m: None, config: Any = None,
-                 module: Callable[[Any, int, frozenset[int]], Any] | None = None) -> None:
+                 detached: bool = False) -> None:
         self.module_ref = module_ref
         self.config = config
         self.config_description = describe_config(config) if config is not None and hasattr(config, "to_dict") \
             else {}
-        self.module = module
+        self.detached = detached
         self._classes: dict[int, Any] = {}
 
     def __call__(self, obj: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
@@ -142,9 +159,9 @@ class Describer:
             name = self.module_ref(obj)
             if name is not None:
                 return ["submodule", name]
-            if self.module is None:
+            if not self.detached:
                 raise Unpinned(f"a {type(obj).__name__} module outside the model")
-            return self.module(obj, d, seen)
+            return ["detached", self.module_of(obj, "", d, seen, whole=True)]
         if isinstance(obj, torch.ScriptObject) and hasattr(obj, "__getstate__"):
             return ["script", self(obj.__getstate__(), d, seen)]  # packed quantized weights: their tensors
         if _is_config(kind):  # type: ignore[arg-type]
@@ -156,6 +173,39 @@ class Describer:
             slots = [[n, self(getattr(obj, n, None), d, seen)] for n in _slots(type(obj))]
             return ["object", self.cls(type(obj), d, seen), self(vars(obj), d, seen), slots]
         raise Unpinned(f"a {type(obj).__module__}.{type(obj).__qualname__}, which cannot be compared by value")
+
+    def module_of(self, module: Any, name: str, depth: int = 0, seen: frozenset[int] = frozenset(),
+                  whole: bool = False) -> list[Any]:
+        """One module: class, attributes by value and hooks (``whole``: also its tensors and
+        children, for a module that is not in the model's tree but is read by it)."""
+        own = vars(module)
+        names = _described(tuple(own), "_hf_hook" in own and _accelerate_dispatch(module))
+        attrs: list[Any] = []
+        for attr in names:
+            value = own[attr]
+            kind = type(value)
+            if kind in PLAIN:  # most attributes: inline, no call, one string
+                attrs.append(f"{attr}={kind.__name__}:{value!r}")
+                continue
+            try:
+                attrs.append([attr, self(value, depth, seen)])
+            except Unpinned as exc:
+                raise unpinned_at(f"module {name or type(module).__name__!r} attribute {attr!r}", exc) from None
+        hooks = []
+        for attr, flags in zip(_HOOKS, (_HOOK_FLAGS[0], _HOOK_FLAGS[1])):
+            registered = own.get(attr)
+            for hook_id, hook in registered.items() if registered else ():
+                kinds = [f for f in (flags, _HOOK_FLAGS[2]) if hook_id in own.get(f, ())]
+                try:
+                    hooks.append([attr, kinds, self(hook, depth, seen)])
+                except Unpinned as exc:
+                    raise unpinned_at(f"module {name or type(module).__name__!r} {attr[1:-1]}", exc) from None
+        out = [self(type(module), depth, seen), attrs, hooks]
+        if whole:
+            tensors = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+            out.append([[n, self(t, depth + 1, seen)] for n, t in sorted(tensors)])
+            out.append([[n, self(c, depth + 1, seen)] for n, c in module.named_children()])
+        return out
 
     def tensor(self, t: Any) -> Any:
         from .tensors import tensor_hash
@@ -280,3 +330,40 @@ def _slots(cls: type) -> list[str]:
         declared = c.__dict__.get("__slots__") or ()
         names.update([declared] if isinstance(declared, str) else declared)
     return sorted(names - {"__dict__", "__weakref__"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _described(names: tuple[str, ...], dispatched: bool) -> tuple[str, ...]:
+    """Which of a module's attributes (by name, as ``vars`` lists them) describe its function,
+    sorted; modules of one class share the answer."""
+    skip = _skipped(dispatched)
+    return tuple(sorted(n for n in names if n not in skip and "cache" not in n.lower()))
+
+
+@functools.lru_cache(maxsize=2)
+def _skipped(dispatched: bool) -> frozenset[str]:
+    """A module's attributes that are not its function: structure walked elsewhere, hooks
+    described on their own, ``NEUTRAL``, ``torch.nn.Module``'s own methods other than the call
+    path (an instance override of ``to`` or ``state_dict`` moves or saves the module; accelerate
+    wraps ``to`` on a dispatched model) and, on an accelerate-dispatched module, its wrapper."""
+    import torch
+
+    calls = {"forward", "__call__", "_call_impl", "_wrapped_call_impl"}
+    placement = {n for n, v in vars(torch.nn.Module).items() if callable(v) and n not in calls}
+    wrapper = {"_hf_hook", "_old_forward", "forward"} if dispatched else set()
+    return frozenset(NEUTRAL | _STRUCTURE | set(_HOOKS) | set(_HOOK_FLAGS) | placement | wrapper)
+
+
+def unpinned_at(where: str, exc: Unpinned) -> Unpinned:
+    """The innermost place a value could not be described (a module inside a hook names itself)."""
+    return exc if str(exc).startswith("module ") else Unpinned(f"{where} refers to {exc}")
+
+
+def _accelerate_dispatch(module: Any) -> bool:
+    """accelerate's ``add_hook_to_module`` sets an instance ``forward`` that moves tensors
+    between devices (``_hf_hook``): the function is the module's own."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        return False
+    hooks = getattr(hook, "hooks", None) or [hook]
+    return all(type(h).__module__.startswith("accelerate.") for h in hooks)

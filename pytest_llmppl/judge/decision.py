@@ -173,7 +173,7 @@ def decide(call: Call, against: Against, result: PerplexityResult, source: Sourc
         worst=worst,
         window_index=tuple(sorted(deltas)),
         window_delta=tuple(deltas[i] for i in sorted(deltas)),
-        notes=((IDENTICAL_NOTE,) if identical else ()) + size.notes(call.spec.size, recorded.size)
+        notes=((IDENTICAL_NOTE,) if identical else ()) + size.notes
         + _dense_notes(base, base_source, finite, vs_base.top1 if vs_base is not None else None, kl),
         recorded=recorded.result.ppl if recorded.result is not None else None,
         regression_tolerance=(None if recorded.status is AgainstRecord.NONE

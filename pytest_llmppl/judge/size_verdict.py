@@ -28,6 +28,7 @@ class SizeVerdict:
     baseline_params: int | None = None
     keep_limit: float | None = None
     over_keep: bool = False
+    notes: tuple[str, ...] = ()  # what a reviewer should know of the size when the verdict does not say it
 
     @classmethod
     def of(cls, now: SizeFacts | None, recorded: Recorded, settings: Any,
@@ -43,7 +44,9 @@ class SizeVerdict:
         if now is None or not recorded.entry or recorded.status is AgainstRecord.RECORDED:
             return cls(baseline_params=baseline_params, keep_limit=limit, over_keep=over_keep)
         if recorded.size is None:
-            return cls("not recorded", None, baseline_params=baseline_params, keep_limit=limit, over_keep=over_keep)
+            return cls("not recorded", None, baseline_params=baseline_params, keep_limit=limit, over_keep=over_keep,
+                       notes=("size not recorded: the record predates size facts; refresh it with "
+                              "--ppl-update-baselines",))
         changes = tuple(ShapeChange(m, old, new) for m, old, new in now.changed_shapes(recorded.size))
         growth = tuple(SizeGrowth(*g) for g in grew(now, recorded.size, tolerance))
         old = recorded.size
@@ -55,15 +58,10 @@ class SizeVerdict:
             status = "smaller"
         else:
             status = "grew within tolerance"
+        notes: tuple[str, ...] = ()
+        if status == "smaller":
+            change = signed(100 * (now.params - old.params) / old.params, 1)
+            notes = (f"smaller than recorded: {now.params:,} parameters ({change}%), {now.nonzero:,} non-zero, "
+                     f"{now.linear_macs:,} linear MACs per token",)
         return cls(status, str(tolerance) if tolerance is not None else "off", growth, changes, baseline_params,
-                   limit, over_keep)
-
-    def notes(self, now: SizeFacts | None, recorded: SizeFacts | None) -> tuple[str, ...]:
-        """What a reviewer should know of the size when the verdict does not say it."""
-        if self.status == "not recorded":
-            return ("size not recorded: the record predates size facts; refresh it with --ppl-update-baselines",)
-        if self.status == "smaller" and now is not None and recorded is not None:
-            change = signed(100 * (now.params - recorded.params) / recorded.params, 1)
-            return (f"smaller than recorded: {now.params:,} parameters ({change}%), {now.nonzero:,} non-zero, "
-                    f"{now.linear_macs:,} linear MACs per token",)
-        return ()
+                   limit, over_keep, notes)

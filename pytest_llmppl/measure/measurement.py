@@ -47,8 +47,7 @@ class Prepared:
             ids, lengths, source = tokenize_documents(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
         else:
             ids, source = tokenize(self.corpus, self.tokenizer, self._store, self.tokenizer_fp)
-        ids = self.rules.stream(ids, self.seqlen, self.tokenizer)
-        windows = self.rules.plan(len(ids), self.seqlen, self.stride, self.corpus.first_windows, lengths)
+        ids, windows = self.rules.cut(ids, self.seqlen, self.tokenizer, self.stride, self.corpus.first_windows, lengths)
         return ids, source, windows, lengths
 
     @property

@@ -41,6 +41,12 @@ class Protocol:
         """Every window of a stream of ``n_tokens`` (before any subset)."""
         return disjoint(n_tokens, seqlen, 1)
 
+    def cut(self, ids: Any, seqlen: int, tokenizer: Any, stride: int | None = None, cap: int | None = None,
+            doc_lengths: list[int] | None = None) -> tuple[Any, list[Window]]:
+        """The corpus's ids as the protocol reads them (``stream``) and that stream's windows (``plan``)."""
+        stream = self.stream(ids, seqlen, tokenizer)
+        return stream, self.plan(len(stream), seqlen, stride, cap, doc_lengths)
+
     def plan(self, n_tokens: int, seqlen: int, stride: int | None = None, cap: int | None = None,
              doc_lengths: list[int] | None = None) -> list[Window]:
         """Every window (the first ``cap``, if given), checked: a seqlen below 2 or a corpus too
