@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .fingerprint import digest
-from .size_facts import SizeFacts, size_facts
-from .tensors import weights_description
+from .size_facts import SizeFacts
+from .tensors import weights
 from .value_description import NEUTRAL, Describer, Unpinned, unpinned_at
 
 __all__ = ["IDENTITY_VERSION", "NEUTRAL", "ModelIdentity", "model_identity", "unwrap_compiled"]
@@ -49,17 +49,18 @@ class ModelIdentity:
 
 def model_identity(model: Any) -> ModelIdentity:
     """The digest of everything ``model``'s forward reads, and its size facts: one describer for
-    the whole walk (the config described once, each class once)."""
+    the whole walk (the config described once, each class once), one pass over the weights."""
     model = unwrap_compiled(model)
-    zeros: dict[str, int] = {}
     describe = Describer(config=getattr(model, "config", None))
+    held = weights(model, describe)
     try:
-        weights = weights_description(model, describe, zeros)
+        if held.unpinned:
+            raise Unpinned(held.unpinned)
         tree = _tree(model, describe)
     except Unpinned as exc:
-        return ModelIdentity(digest("unpinned", uuid.uuid4().hex), f"not served: {exc}", size_facts(model, zeros))
+        return ModelIdentity(digest("unpinned", uuid.uuid4().hex), f"not served: {exc}", held.size)
     return ModelIdentity(digest("model", IDENTITY_VERSION, type(model).__name__, describe.config_description,
-                                weights, tree), size=size_facts(model, zeros))
+                                held.items, tree), size=held.size)
 
 
 def unwrap_compiled(model: Any) -> Any:

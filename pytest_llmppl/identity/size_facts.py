@@ -1,4 +1,5 @@
-"""The size half of the pruning trade-off: what a model keeps, counted from its module tree.
+"""The size half of the pruning trade-off: what a model keeps (counted in ``tensors``' pass over
+its weights), as a record that travels with every result and committed entry.
 
 Parameters (all, and without the input embeddings and the LM head), non-zero parameters (what
 unstructured and 2:4 pruning remove: they keep shapes and zero weights; zeros are counted in the
@@ -69,70 +70,6 @@ def validate_size(value: Any) -> SizeFacts:
             for s in shapes.values()):
         raise ValueError("shapes is not a map of module names to shapes")
     return SizeFacts.from_json(value)
-
-
-def size_facts(model: Any, zeros: dict[str, int] | None = None) -> SizeFacts:
-    """Count ``model``'s size.  ``zeros``: parameter name -> zero elements, from the identity's
-    pass over the weights (counted here for any parameter it lacks)."""
-    import torch
-
-    zeros = zeros or {}
-    params = dict(model.named_parameters())  # tied weights once
-    outer: set[int] = set()
-    for get in ("get_input_embeddings", "get_output_embeddings"):
-        try:
-            module = getattr(model, get)() if hasattr(model, get) else None
-        except (AttributeError, NotImplementedError):
-            module = None
-        if isinstance(module, torch.nn.Module):
-            outer.update(id(p) for p in module.parameters())
-    total = sum(p.numel() for p in params.values())
-    body = total - sum(p.numel() for p in params.values() if id(p) in outer)
-    nonzero = 0
-    for name, p in params.items():
-        nonzero += p.numel() - _zeros(model, name, p, zeros)
-    macs, shapes = 0, []
-    for name, module in model.named_modules():
-        weight = module._parameters.get("weight")
-        if weight is None:
-            weight = module._parameters.get("weight_orig")  # torch.nn.utils.prune re-parametrised
-        if weight is not None:
-            shapes.append((name, tuple(int(d) for d in weight.shape)))
-        macs += _linear_macs(module, weight)
-    return SizeFacts(total, body, nonzero, macs, tuple(sorted(shapes)))
-
-
-def _zeros(model: Any, name: str, p: Any, zeros: dict[str, int]) -> int:
-    """Zero elements of parameter ``name``; a pruning re-parametrisation's ``*_orig`` counts the
-    weight its mask leaves."""
-    import torch
-
-    if name.endswith("_orig"):
-        path, _, attr = name[:-len("_orig")].rpartition(".")
-        module = model.get_submodule(path) if path else model
-        masked = getattr(module, attr, None)
-        if isinstance(masked, torch.Tensor) and f"{attr}_mask" in module._buffers and not masked.is_meta:
-            return masked.numel() - int(torch.count_nonzero(masked.detach()))
-    if name in zeros:
-        return zeros[name]
-    if p.is_meta:
-        return 0  # offloaded and not read: its zeros are unknown, counted as kept
-    return p.numel() - int(torch.count_nonzero(p.detach()))
-
-
-def _linear_macs(module: Any, weight: Any) -> int:
-    """in x out of a linear layer (``nn.Linear``, GPT-2's ``Conv1D``, a dynamic-quantized Linear)."""
-    import torch
-
-    if isinstance(module, torch.nn.Linear) and weight is not None:
-        return int(weight.shape[0]) * int(weight.shape[1])
-    name = type(module).__name__
-    if name == "Conv1D" and weight is not None and weight.dim() == 2:
-        return int(weight.numel())
-    if name == "Linear" and isinstance(getattr(module, "in_features", None), int) and \
-            isinstance(getattr(module, "out_features", None), int):
-        return module.in_features * module.out_features
-    return 0
 
 
 def grew(now: SizeFacts, recorded: SizeFacts, tolerance: Any) -> list[tuple[str, int, int]]:

@@ -1,5 +1,6 @@
-"""Every tensor a model holds, by content: the state dict and the non-persistent buffers, each
-hashed where it lives, with its zero elements counted in the same pass (``size_facts`` reads them).
+"""Every tensor a model holds, by content and by count: the state dict and the non-persistent
+buffers, each hashed where it lives, its zero elements counted in the same pass, and what the
+model keeps (``size_facts``: parameters, non-zeros, linear MACs, shapes) from them.
 
 On the CPU xxh3-64 over the raw bytes (zero-copy through numpy, ~10 GB/s on one core); on an
 accelerator a non-linear integer hash computed there in one pass (``device_hash``; no copy to
@@ -12,10 +13,34 @@ the offload, one at a time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ModelError
 from .fingerprint import digest
+from .size_facts import SizeFacts
+from .value_description import Unpinned
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One pass over a model's tensors: each described by content (``items``), what the model
+    keeps (``size``, its zeros counted in the same pass), and why a value among them could not be
+    described (``unpinned``: the model is then measured every time, never served)."""
+
+    items: list[Any]
+    size: SizeFacts
+    unpinned: str = ""
+
+
+def weights(model: Any, describe: Callable[[Any], Any]) -> Weights:
+    """``weights_description`` and ``size_facts`` in one pass over the weights."""
+    zeros: dict[str, int] = {}
+    try:
+        items = weights_description(model, describe, zeros)
+    except Unpinned as exc:
+        return Weights([], size_facts(model, zeros), str(exc))
+    return Weights(items, size_facts(model, zeros))
 
 
 def weights_description(model: Any, describe: Callable[[Any], Any], zeros: dict[str, int] | None = None) -> list[Any]:
@@ -45,6 +70,70 @@ def _hashed(item: list[Any], hashed: tuple[str, int], params: set[str], zeros: d
     if zeros is not None and item[0] in params:
         zeros[item[0]] = n_zeros
     item.append(fingerprint)
+
+
+def size_facts(model: Any, zeros: dict[str, int] | None = None) -> SizeFacts:
+    """Count ``model``'s size.  ``zeros``: parameter name -> zero elements, from the identity's
+    pass over the weights (counted here for any parameter it lacks)."""
+    import torch
+
+    zeros = zeros or {}
+    params = dict(model.named_parameters())  # tied weights once
+    outer: set[int] = set()
+    for get in ("get_input_embeddings", "get_output_embeddings"):
+        try:
+            module = getattr(model, get)() if hasattr(model, get) else None
+        except (AttributeError, NotImplementedError):
+            module = None
+        if isinstance(module, torch.nn.Module):
+            outer.update(id(p) for p in module.parameters())
+    total = sum(p.numel() for p in params.values())
+    body = total - sum(p.numel() for p in params.values() if id(p) in outer)
+    nonzero = 0
+    for name, p in params.items():
+        nonzero += p.numel() - _zeros(model, name, p, zeros)
+    macs, shapes = 0, []
+    for name, module in model.named_modules():
+        weight = module._parameters.get("weight")
+        if weight is None:
+            weight = module._parameters.get("weight_orig")  # torch.nn.utils.prune re-parametrised
+        if weight is not None:
+            shapes.append((name, tuple(int(d) for d in weight.shape)))
+        macs += _linear_macs(module, weight)
+    return SizeFacts(total, body, nonzero, macs, tuple(sorted(shapes)))
+
+
+def _zeros(model: Any, name: str, p: Any, zeros: dict[str, int]) -> int:
+    """Zero elements of parameter ``name``; a pruning re-parametrisation's ``*_orig`` counts the
+    weight its mask leaves."""
+    import torch
+
+    if name.endswith("_orig"):
+        path, _, attr = name[:-len("_orig")].rpartition(".")
+        module = model.get_submodule(path) if path else model
+        masked = getattr(module, attr, None)
+        if isinstance(masked, torch.Tensor) and f"{attr}_mask" in module._buffers and not masked.is_meta:
+            return masked.numel() - int(torch.count_nonzero(masked.detach()))
+    if name in zeros:
+        return zeros[name]
+    if p.is_meta:
+        return 0  # offloaded and not read: its zeros are unknown, counted as kept
+    return p.numel() - int(torch.count_nonzero(p.detach()))
+
+
+def _linear_macs(module: Any, weight: Any) -> int:
+    """in x out of a linear layer (``nn.Linear``, GPT-2's ``Conv1D``, a dynamic-quantized Linear)."""
+    import torch
+
+    if isinstance(module, torch.nn.Linear) and weight is not None:
+        return int(weight.shape[0]) * int(weight.shape[1])
+    name = type(module).__name__
+    if name == "Conv1D" and weight is not None and weight.dim() == 2:
+        return int(weight.numel())
+    if name == "Linear" and isinstance(getattr(module, "in_features", None), int) and \
+            isinstance(getattr(module, "out_features", None), int):
+        return module.in_features * module.out_features
+    return 0
 
 
 def model_tensors(model: Any) -> Iterator[tuple[str, Any]]:
@@ -106,7 +195,7 @@ def hashes_and_zeros(tensors: list[tuple[Any, bool]]) -> list[tuple[str, int]]:
             out[i] = "", flat.numel() - int(torch.count_nonzero(flat))
             per_word = Zeros()
         on_device.append((i, words, tail, per_word))
-    values = bits_hashes([(words, per_word) for _, words, _, per_word in on_device])
+    values = bits_hashes([(words, per_word) for _, words, _, per_word in on_device]) if on_device else []
     for (i, _, tail, per_word), (value, zeros) in zip(on_device, values):
         counted = zeros if per_word.per_word else out[i][1]
         out[i] = "fmix:" + format(value, "016x") + (":" + tail.hex() if tail else ""), counted

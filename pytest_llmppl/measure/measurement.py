@@ -230,6 +230,6 @@ def run(model: Any, prepared: Prepared, *, batch_size: Any = "auto", device: str
 
 def _size(model: Any) -> Any:
     from ..identity.model_identity import unwrap_compiled
-    from ..identity.size_facts import size_facts
+    from ..identity.tensors import size_facts
 
     return size_facts(unwrap_compiled(model))
