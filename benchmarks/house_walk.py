@@ -14,6 +14,11 @@ the baseline too; ``--stays`` prints the older count (the sequence of modules th
 returns to a caller included).
 
     python benchmarks/house_walk.py           # the check's walk and its counts
+
+On the flat package before the stage folders (92808a5^): 61 entries into 23 rooms, 3 climbs,
+``fingerprint`` entered 8 times.  Now: 60 entries into 37 rooms, no climb, every module entered at
+most 3 times but ``identity.fingerprint`` and ``keep.store`` (4 each: the canonical hash that four
+identities end in; the result store's read, lock, array write and JSON write).
 """
 
 from __future__ import annotations
