@@ -95,7 +95,7 @@ def main() -> int:
                    "exact": _stats(exact), "sampled": {}, "merged_rest": {}}
             for k, m in CONFIGS:
                 noise = torch.stack([window_noise(w, SEQLEN - 1, m) for w in range(WINDOWS)])
-                ref = dense_topk(lambda i, lp=p_lp: lp.gather(-1, i), lambda lp=p_lp: lp, p_logits, k, noise)
+                ref = dense_topk(p_lp, p_logits, k, noise)
                 q_at = q_lp.gather(-1, ref[0].long()), q_lp.gather(-1, ref[2].long())
                 kl, _, _ = token_divergence(*q_at, q_logits, q_ce, *ref, p_ce)
                 row["sampled"][f"k={k} m={m}"] = {**_errors(exact, kl.double().flatten()),

@@ -22,22 +22,22 @@ def window_noise(window: int, n_positions: int, m: int = TAIL_SAMPLES) -> Any:
     return torch.rand(n_positions, m, generator=g, dtype=torch.float64).clamp_(1e-12, 1 - 1e-12)
 
 
-def dense_topk(logprob_at: Any, log_probs: Any, logits: Any, k: int, noise: Any) -> tuple[Any, ...]:
+def dense_topk(log_probs: Any, logits: Any, k: int, noise: Any) -> tuple[Any, ...]:
     """The dense model's reference at each position of a logits chunk [B, c, V]: (top-k ids int32,
     their log-probs float32, m ids drawn from the rest int32, their log-probs float32, the rest's
-    mass float32).  ``logprob_at(ids)`` gives the float32 log-probs at ``ids`` and ``log_probs()``
-    all of them (the engine's, so both sides agree); ``noise`` [B, c, m] picks the draws."""
+    mass float32).  ``log_probs``: the float32 log-probs of the chunk as the engine's loss saw them
+    (so both sides agree; held no longer than their exponent is); ``noise`` [B, c, m] picks the draws."""
     import torch
 
     ids = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
-    probs = log_probs().exp()  # float32: a draw's bias from rounding is far below its sampling noise
+    probs = log_probs.exp()  # float32: a draw's bias from rounding is far below its sampling noise
     probs.scatter_(-1, ids, 0.0)
     cdf = probs.cumsum_(-1)
     rest = cdf[..., -1]
     drawn = torch.searchsorted(cdf, (noise * rest.unsqueeze(-1)).to(cdf.dtype).contiguous())
     drawn.clamp_(max=logits.shape[-1] - 1)
     del cdf, probs
-    return ids.int(), logprob_at(ids), drawn.int(), logprob_at(drawn), rest.float()
+    return ids.int(), log_probs.gather(-1, ids), drawn.int(), log_probs.gather(-1, drawn), rest.float()
 
 
 def token_divergence(q_at_ids: Any, q_at_tail: Any, logits: Any, ce: Any, ref_ids: Any, ref_logp: Any,

@@ -109,8 +109,7 @@ def token_ce(model, batch, path: str = "full", argmax: bool = False, keep_topk: 
         if result.top is not None:
             result.top[:, s:e] = lg.argmax(dim=-1).to(torch.int32).to(dev)
         if result.topk is not None:
-            for part, value in zip(result.topk, dense_topk(logp.at, logp.all, lg, keep_topk,
-                                                           noise[:, s:e].to(lg.device))):
+            for part, value in zip(result.topk, dense_topk(logp.all(), lg, keep_topk, noise[:, s:e].to(lg.device))):
                 part[:, s:e] = value.to(dev)
         if result.divergence is not None and reference is not None:
             ref = [r[:, s:e] for r in reference]
