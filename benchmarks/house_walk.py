@@ -225,10 +225,13 @@ def stage_height(room: str) -> int:
 
 
 def summary(level: str, entries: list[tuple[str, str]], height: Any) -> str:
-    """``modules: 79 entries into 34 rooms, 2 climbs back up; entered most: ...``."""
+    """``modules: 79 entries into 34 rooms, 2 climbs back up; entered most: ...``; a room entered
+    from fewer rooms than times says how many rooms enter it (``4 from 3 rooms``)."""
     entered = collections.Counter(callee for _, callee in entries)
+    callers = {room: {a for a, b in entries if b == room} for room in entered}
     climbs = sum(1 for a, b in entries if a and height(b) > height(a))
-    most = ", ".join(f"{m} {n}" for m, n in entered.most_common(5))
+    most = ", ".join(f"{m} {n}" + (f" from {len(callers[m])} room{'s' * (len(callers[m]) > 1)}"
+                                   if len(callers[m]) < n else "") for m, n in entered.most_common(5))
     return (f"{level}: {len(entries)} entries into {len(entered)} rooms, {climbs} climbs back up; "
             f"entered most: {most}")
 
