@@ -34,7 +34,8 @@ class Weights:
 
 
 def weights(model: Any, describe: Callable[[Any], Any]) -> Weights:
-    """``weights_description`` and ``size_facts`` in one pass over the weights."""
+    """``weights_description``, then ``size_facts`` from the zeros it counted (no second read of
+    the weights' bytes)."""
     zeros: dict[str, int] = {}
     try:
         items = weights_description(model, describe, zeros)
@@ -43,11 +44,11 @@ def weights(model: Any, describe: Callable[[Any], Any]) -> Weights:
     return Weights(items, size_facts(model, zeros))
 
 
-def weights_description(model: Any, describe: Callable[[Any], Any], zeros: dict[str, int] | None = None) -> list[Any]:
+def weights_description(model: Any, describe: Callable[[Any], Any], zeros: dict[str, int]) -> list[Any]:
     """Every tensor the modules register, by name: the state dict (whose values a quantized
     module packs into tuples, described by ``describe``) and the non-persistent buffers it leaves
     out.  ``zeros`` gets each parameter's zero elements, counted in the same pass."""
-    params = {n for n, _ in model.named_parameters(remove_duplicate=False)} if zeros is not None else set()
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
     items: list[Any] = []
     on_device: list[tuple[list[Any], Any]] = []  # hashed together after the walk: one wait for the device
     for name, value in model_tensors(model):
@@ -65,9 +66,9 @@ def weights_description(model: Any, describe: Callable[[Any], Any], zeros: dict[
     return items
 
 
-def _hashed(item: list[Any], hashed: tuple[str, int], params: set[str], zeros: dict[str, int] | None) -> None:
+def _hashed(item: list[Any], hashed: tuple[str, int], params: set[str], zeros: dict[str, int]) -> None:
     fingerprint, n_zeros = hashed
-    if zeros is not None and item[0] in params:
+    if item[0] in params:
         zeros[item[0]] = n_zeros
     item.append(fingerprint)
 

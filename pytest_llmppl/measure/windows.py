@@ -20,10 +20,7 @@ def plan_windows(n_tokens: int, seqlen: int, protocol: str | Protocol = "torch-p
                  doc_lengths: list[int] | None = None) -> list[Window]:
     """All windows of a token stream of length ``n_tokens`` (the first ``cap``, if given; before
     any subset), unchecked; ``lm-eval`` needs the stream's ``doc_lengths``."""
-    if seqlen < 2:
-        raise ValueError(f"seqlen must be at least 2, got {seqlen}")
-    windows = rules_of(protocol).windows(n_tokens, seqlen, stride, doc_lengths)
-    return windows[:cap] if cap else windows
+    return rules_of(protocol).plan(n_tokens, seqlen, stride, cap, doc_lengths, check=False)
 
 
 def spread_subset(n_total: int, k: int | None) -> list[int]:

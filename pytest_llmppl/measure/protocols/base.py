@@ -48,14 +48,15 @@ class Protocol:
         return stream, self.plan(len(stream), seqlen, stride, cap, doc_lengths)
 
     def plan(self, n_tokens: int, seqlen: int, stride: int | None = None, cap: int | None = None,
-             doc_lengths: list[int] | None = None) -> list[Window]:
-        """Every window (the first ``cap``, if given), checked: a seqlen below 2 or a corpus too
-        short for the protocol is an error."""
+             doc_lengths: list[int] | None = None, check: bool = True) -> list[Window]:
+        """Every window (the first ``cap``, if given); a seqlen below 2 is an error, and with
+        ``check`` so is a corpus too short for the protocol."""
         if seqlen < 2:
             raise ValueError(f"seqlen must be at least 2, got {seqlen}")
         windows = self.windows(n_tokens, seqlen, stride, doc_lengths)
         windows = windows[:cap] if cap else windows
-        self.check(n_tokens, seqlen, windows)
+        if check:
+            self.check(n_tokens, seqlen, windows)
         return windows
 
     def check(self, n_tokens: int, seqlen: int, windows: list[Window]) -> None:
