@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pytest_llmppl import evaluate
-from pytest_llmppl.keep.store import CacheWarning, Store
+from pytest_llmppl.keep.store import CacheWarning, Store, Write
 
 from conftest import CORPUS_TXT, ROOT
 
@@ -104,6 +104,31 @@ def test_disk_full_warns_and_leaves_no_temp_file(tmp_path, monkeypatch):
     with pytest.warns(CacheWarning, match="No space left on device"):
         assert store.put_bytes("tokens", KEY, b"z" * 1000) is None
     assert not [p for p in tmp_path.glob("tokens/*/*") if not p.name.endswith(".lock")]  # no entry, no temp file
+
+
+def test_entries_written_together_stop_at_the_first_failed_part(tmp_path, monkeypatch):
+    """A result whose argmax could not be written is not kept without it: the next run measures
+    it again rather than serving it without its top-1."""
+    import numpy as np
+
+    store = Store(tmp_path)
+    real = store.put_bytes
+
+    def top1_disk_full(namespace, key, body, meta=None):
+        if namespace == "top1":
+            warnings.warn("disk full", CacheWarning, stacklevel=2)
+            return None
+        return real(namespace, key, body, meta)
+
+    monkeypatch.setattr(store, "put_bytes", top1_disk_full)
+    parts = [Write("top1", KEY, np.arange(3, dtype=np.int32), array=True), Write("results", KEY, {"ppl": 1.0})]
+    with pytest.warns(CacheWarning):
+        assert store.put_together(parts) is False
+    assert store.get_json("results", KEY) is None
+    monkeypatch.setattr(store, "put_bytes", real)
+    assert store.put_together(parts) is True
+    assert store.get_json("results", KEY) == {"ppl": 1.0}
+    assert store.get_array("top1", KEY)[1].tolist() == [0, 1, 2]
 
 
 def test_interrupt_during_write_leaves_nothing_half_written(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..identity.spec import MeasurementSpec
 from ..measure.perplexity_result import PerplexityResult
-from .store import Store
+from .store import Store, Write
 
 NAMESPACE = "results"
 TOP1_NAMESPACE = "top1"
@@ -49,16 +49,18 @@ class ResultStore:
         ``kl`` (dense weights, ``KLDivergence``) a candidate's divergence from that dense model."""
         if result.n_windows != spec.n_windows or not result.finite:
             return  # an early-stopped estimate or a NaN: never served as a result
-        if result.top1 is not None:  # written first: the result entry is what readers look for
+        writes = []
+        if result.top1 is not None:
             data, meta = pack_top1(result.top1)
-            self.store.put_array(TOP1_NAMESPACE, spec.key, data, meta)
+            writes.append(Write(TOP1_NAMESPACE, spec.key, data, meta, array=True))
         if result.topk is not None:
-            self.put_topk(spec, result.topk)
+            writes.append(topk_write(spec, result.topk))
         if kl is not None:
             dense_model, divergence = kl
-            self.store.put_json(KL_NAMESPACE, kl_key(spec, dense_model), divergence.to_json(), {"kind": "kl"})
+            writes.append(Write(KL_NAMESPACE, kl_key(spec, dense_model), divergence.to_json(), {"kind": "kl"}))
         entry = {"format": FORMAT, **result_entry(result), "run": run}
-        self.store.put_json(NAMESPACE, spec.key, entry, {"kind": "result", "corpus": result.corpus})
+        writes.append(Write(NAMESPACE, spec.key, entry, {"kind": "result", "corpus": result.corpus}))
+        self.store.put_together(writes)  # the result entry last: it is what readers look for
 
     def topk(self, spec: MeasurementSpec) -> Any:
         """The dense top-k reference kept for this identity (``divergence.DenseTopK``), or None."""
@@ -68,8 +70,7 @@ class ResultStore:
         return DenseTopK.unpack(hit[0], hit[1]) if hit is not None else None
 
     def put_topk(self, spec: MeasurementSpec, topk: Any) -> None:
-        data, meta = topk.pack()
-        self.store.put_array(TOPK_NAMESPACE, spec.key, data, meta)
+        self.store.put_together([topk_write(spec, topk)])
 
     def kl(self, candidate: MeasurementSpec, dense_model: str) -> Any:
         """A candidate's KL statistics against the dense weights ``dense_model``, or None."""
@@ -90,6 +91,11 @@ class ResultStore:
     def _top1(self, spec: MeasurementSpec) -> dict[int, Any] | None:
         hit = self.store.get_array(TOP1_NAMESPACE, spec.key)
         return unpack_top1(hit[0], hit[1]) if hit is not None else None
+
+
+def topk_write(spec: MeasurementSpec, topk: Any) -> Write:
+    data, meta = topk.pack()
+    return Write(TOPK_NAMESPACE, spec.key, data, meta, array=True)
 
 
 def kl_key(candidate: MeasurementSpec, dense_model: str) -> str:

@@ -27,9 +27,11 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import LLMPPLError
 from .files import atomic_write
@@ -62,6 +64,18 @@ class Pruned:
     bytes: int
     kept_entries: int
     kept_bytes: int
+
+
+@dataclass(frozen=True)
+class Write:
+    """One entry of several written together (``Store.put_together``): a JSON value, or with
+    ``array`` a numpy array."""
+
+    namespace: str
+    key: str
+    value: Any
+    meta: dict | None = None
+    array: bool = False
 
 
 class StoreRefused(LLMPPLError):
@@ -210,6 +224,16 @@ class Store:
     def put_json(self, namespace: str, key: str, value, meta: dict | None = None) -> Path | None:
         body = json.dumps(value, sort_keys=True, allow_nan=False).encode("utf-8")
         return self.put_bytes(namespace, key, body, meta)
+
+    def put_together(self, writes: Sequence[Write]) -> bool:
+        """Entries that belong together, in order, the one readers look for last: a reader that
+        finds it finds the others.  The first write that fails stops the rest (False), so no entry
+        is kept without the parts written before it."""
+        for w in writes:
+            put = self.put_array if w.array else self.put_json
+            if put(w.namespace, w.key, w.value, w.meta) is None:
+                return False
+        return True
 
     def delete(self, namespace: str, key: str) -> None:
         try:
