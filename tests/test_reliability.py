@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pytest_llmppl import evaluate
-from pytest_llmppl.keep.store import CacheWarning, Store, Write
+from pytest_llmppl.keep.store import CacheWarning, Store
 
 from conftest import CORPUS_TXT, ROOT
 
@@ -106,12 +106,18 @@ def test_disk_full_warns_and_leaves_no_temp_file(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.glob("tokens/*/*") if not p.name.endswith(".lock")]  # no entry, no temp file
 
 
-def test_entries_written_together_stop_at_the_first_failed_part(tmp_path, monkeypatch):
-    """A result whose argmax could not be written is not kept without it: the next run measures
-    it again rather than serving it without its top-1."""
-    import numpy as np
+def test_a_result_whose_argmax_could_not_be_written_is_not_kept(tmp_path, monkeypatch, tiny_model,
+                                                                  tiny_tokenizer):
+    """Disk full while writing the argmax: the result is not kept without it (the next run measures
+    it again rather than serving it without its top-1 agreement); written whole, it is served whole."""
+    from pytest_llmppl.keep.result_store import ResultStore
+    from pytest_llmppl.measure.measurement import identify, prepare, run
 
     store = Store(tmp_path)
+    prepared = prepare(tiny_model, tiny_tokenizer, str(CORPUS_TXT), 64, protocol="torch-pruning", stride=None,
+                       max_windows=None, store=None)
+    spec = identify(tiny_model, prepared, None, None)
+    result = run(tiny_model, prepared, top1=True, identity=spec)
     real = store.put_bytes
 
     def top1_disk_full(namespace, key, body, meta=None):
@@ -121,14 +127,14 @@ def test_entries_written_together_stop_at_the_first_failed_part(tmp_path, monkey
         return real(namespace, key, body, meta)
 
     monkeypatch.setattr(store, "put_bytes", top1_disk_full)
-    parts = [Write("top1", KEY, np.arange(3, dtype=np.int32), array=True), Write("results", KEY, {"ppl": 1.0})]
     with pytest.warns(CacheWarning):
-        assert store.put_together(parts) is False
-    assert store.get_json("results", KEY) is None
+        ResultStore(store).put(spec, result)
+    assert ResultStore(store).get(spec) is None
     monkeypatch.setattr(store, "put_bytes", real)
-    assert store.put_together(parts) is True
-    assert store.get_json("results", KEY) == {"ppl": 1.0}
-    assert store.get_array("top1", KEY)[1].tolist() == [0, 1, 2]
+    ResultStore(store).put(spec, result)
+    served = ResultStore(store).get(spec)
+    assert served is not None and served.window_nll == result.window_nll
+    assert served.top1 is not None and sorted(served.top1) == sorted(result.top1)
 
 
 def test_interrupt_during_write_leaves_nothing_half_written(tmp_path, monkeypatch):

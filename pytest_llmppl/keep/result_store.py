@@ -49,7 +49,7 @@ class ResultStore:
         ``kl`` (dense weights, ``KLDivergence``) a candidate's divergence from that dense model."""
         if result.n_windows != spec.n_windows or not result.finite:
             return  # an early-stopped estimate or a NaN: never served as a result
-        writes = []
+        writes: list[Write] = []
         if result.top1 is not None:
             data, meta = pack_top1(result.top1)
             writes.append(Write(TOP1_NAMESPACE, spec.key, data, meta, array=True))
