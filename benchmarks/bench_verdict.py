@@ -8,7 +8,9 @@ on a pruned copy (``prune_mlp`` 20%, deterministic):
   (b) cold           the plugin, empty cache: baseline and check measured
   (c) warm baseline  the baseline served from the cache, the check measured
   (d) warm, same     the baseline and the unchanged pruned model both served: zero forwards
-  (e) early stop     warm baseline, a clear-cut change (head weights x4), --ppl-early-stop
+  (e) early stop     warm baseline, a clear-cut change (head weights x4), --ppl-early-stop; the
+                     windows its verdict rested on are printed (the first look is at 24 windows,
+                     so at most N/24 times fewer forwards than (c))
   (f) fresh runner   a committed file holding the baseline and the recorded candidate, no local
                      store at all (--ppl-no-cache): the unchanged pruned model from the file alone
 
@@ -100,8 +102,11 @@ def test_verdict(ppl_baseline, ppl_check):
         times["prune_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         if mode == "clear-cut":
-            with pytest.raises(AssertionError, match="exceeds the threshold"):
+            with pytest.raises(AssertionError, match="exceeds the threshold") as failed:
                 ppl_check(pruned, tok, baseline=base, budget="5%")
+            import re
+            early = re.search(r"early verdict after (\\d+)/(\\d+) windows", str(failed.value))
+            times["windows_measured"] = f"{early[1]}/{early[2]}" if early else "all"
         else:
             ppl_check(pruned, tok, baseline=base, budget="1000%")
         sync()
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="cProfile (d) and (f)'s in-test calls; the top functions printed, stats kept in DIR")
     args = ap.parse_args(argv)
     shapes = {"tiny": dict(vocab_size=1024, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                           num_attention_heads=4, num_key_value_heads=4, head_dim=64, windows=24, seqlen=512),
+                           num_attention_heads=4, num_key_value_heads=4, head_dim=64, windows=72, seqlen=512),
               **GPU_SHAPES}
     shape = dict(shapes[args.shape])
     seqlen, windows = shape.pop("seqlen"), shape.pop("windows")
@@ -227,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         gain = ref / r["in_test_s"] if r["in_test_s"] > 0 else float("inf")
         src = r.get("baseline_source", "")
+        if "windows_measured" in r:
+            src += f", check measured {r['windows_measured']} windows"
         print(f"{r['case']:28s} {r['in_test_s']:10.3f} {gain:7.1f}x {r['process_s']:10.1f} {r.get('prune_s', 0):8.2f}  "
               f"{src}")
     if args.profile:
