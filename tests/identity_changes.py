@@ -76,3 +76,40 @@ def pruning_method(model) -> None:
 
 CHANGES = {"act_fn": act_fn, "inv_freq": inv_freq, "scaling": scaling, "variance_epsilon": variance_epsilon,
            "attention_scaling": attention_scaling, "is_causal": is_causal, "pruning_method": pruning_method}
+
+
+# Changes of what an installed library's forward looks up in its module at call time: each takes
+# pytest's ``monkeypatch`` (they are process-wide) and leaves the model and its state dict alone.
+def rope_rebound(monkeypatch) -> None:
+    """The user's own rotary function bound under the library's name (half the sine)."""
+    from transformers.models.llama import modeling_llama
+
+    stock = modeling_llama.apply_rotary_pos_emb
+
+    def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+        return stock(q, k, cos, sin * 0.5, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_llama, "apply_rotary_pos_emb", apply_rotary_pos_emb)
+
+
+def rotate_rebound(monkeypatch) -> None:
+    """Another installed library's function under the library's name, as kernel libraries
+    (liger-kernel's ``apply_liger_kernel_to_llama``) rebind ``modeling_llama``'s functions."""
+    from transformers.models.llama import modeling_llama
+
+    monkeypatch.setattr(modeling_llama, "rotate_half", torch.neg)
+
+
+def team_attention(monkeypatch, sharpen: float = 1.0) -> None:
+    """The team's own attention, registered under a name the model's config selects; a refactor
+    of it is another ``sharpen``."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    def team_attn(module, query, key, value, attention_mask, **kwargs):
+        return sdpa_attention_forward(module, query * sharpen, key, value, attention_mask, **kwargs)
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, "team_attn", team_attn)
+
+
+GLOBAL_CHANGES = {"rope_rebound": rope_rebound, "rotate_rebound": rotate_rebound}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from identity_changes import CHANGES, scaled_mask
+from identity_changes import CHANGES, GLOBAL_CHANGES, scaled_mask, team_attention
 
 from conftest import CORPUS_TXT, TINY
 from plugin_support import INI, forwards, project, rows
@@ -72,6 +72,57 @@ def test_a_class_method_patched_at_run_time_and_a_subclass_are_code(tiny_model):
         ids.append(_id(tiny_model))
     tiny_model.model.layers[0].mlp.__class__ = modeling_llama.LlamaMLP
     assert len({plain, *ids}) == 3
+
+
+def _loss(model) -> float:
+    ids = torch.arange(1, 33)[None]
+    with torch.no_grad():
+        return model(ids, labels=ids).loss.item()
+
+
+@pytest.mark.parametrize("change", sorted(GLOBAL_CHANGES))
+def test_a_library_function_rebound_in_its_module_changes_the_identity(change, tiny_model):
+    """The library's forward looks its helpers up in its module when it runs: one rebound there
+    (by the user, or by a kernel library under the library's name) is another function."""
+    plain, loss = _id(tiny_model), _loss(tiny_model)
+    with pytest.MonkeyPatch.context() as mp:
+        GLOBAL_CHANGES[change](mp)
+        assert _loss(tiny_model) != pytest.approx(loss, rel=1e-6)  # the forward reads it
+        assert _id(tiny_model) != plain
+    assert _id(tiny_model) == plain and _loss(tiny_model) == loss
+
+
+def test_a_rebound_helper_that_cannot_be_compared_makes_the_model_unpinned_and_names_it(tiny_model, monkeypatch):
+    import threading
+
+    from transformers.models.llama import modeling_llama
+
+    from pytest_llmppl.identity.model_identity import model_identity
+
+    stock = modeling_llama.apply_rotary_pos_emb
+
+    class LockedRope:
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def __call__(self, *args, **kwargs):
+            return stock(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_llama, "apply_rotary_pos_emb", LockedRope())
+    found = model_identity(tiny_model)
+    assert "modeling_llama.apply_rotary_pos_emb" in found.unpinned and "lock" in found.unpinned
+
+
+def test_a_registered_attention_the_model_selects_is_code(tiny_model, monkeypatch):
+    """An attention function registered under a name (``AttentionInterface.register``): the name
+    is in the identity, and so is the code registered under it."""
+    tiny_model.config._attn_implementation = "team_attn"
+    ids = []
+    for sharpen in (1.0, 2.0):
+        with pytest.MonkeyPatch.context() as mp:
+            team_attention(mp, sharpen)
+            ids.append((_id(tiny_model), _loss(tiny_model)))
+    assert ids[0][1] != pytest.approx(ids[1][1], rel=1e-6) and ids[0][0] != ids[1][0]
 
 
 def test_a_tensor_kept_as_a_plain_attribute_is_content(tiny_model):
@@ -228,6 +279,53 @@ def test_a_recorded_check_whose_function_changed_is_measured_and_judged(pytester
         else:  # non-causal attention sees the next token: better, and measured
             assert change == "is_causal"
             result.assert_outcomes(passed=1)
+
+
+REBOUND_SUITE = """
+import os
+from identity_changes import GLOBAL_CHANGES, team_attention
+
+def test_candidate(model, tok, ppl_check, monkeypatch):
+    model.config._attn_implementation = "team_attn"
+    team_attention(monkeypatch, float(os.environ.get("SHARPEN", "1")))
+    if os.environ.get("CHANGE"):
+        GLOBAL_CHANGES[os.environ["CHANGE"]](monkeypatch)
+    ppl_check(model, tok, baseline=100.0)
+"""
+
+
+@pytest.mark.heavy
+def test_a_recorded_check_whose_library_helpers_were_rebound_is_measured(pytester, monkeypatch):
+    """Recorded with the team's attention; then a helper of the library's forward rebound (the
+    user's rope, another package's function) or the team's attention refactored under its
+    registered name: each is measured with its true perplexity, never served the record."""
+    from transformers import AutoTokenizer
+
+    from pytest_llmppl import evaluate
+
+    project(pytester, REBOUND_SUITE, ini=INI + f"ppl_max_windows = {WINDOWS}\n")
+    path = pytester.path / "ppl-baselines.json"
+    fresh = (f"--ppl-baselines={path}", "--ppl-no-cache", "--ppl-report=report.json", "-p", "no:cacheprovider")
+    pytester.runpytest(*fresh, "--ppl-update-baselines").assert_outcomes(passed=1)
+    forwards(pytester)
+    pytester.runpytest(*fresh, "--ppl-strict").assert_outcomes(passed=1)
+    (same,) = rows(pytester, "check")
+    assert same["measured_source"] == "file" and forwards(pytester) == 0  # unchanged: served
+    tok = AutoTokenizer.from_pretrained(TINY)
+    for env, change in (("CHANGE", "rope_rebound"), ("CHANGE", "rotate_rebound"), ("SHARPEN", "2")):
+        with monkeypatch.context() as run:
+            run.setenv(env, change)
+            pytester.runpytest(*fresh, "--ppl-strict")
+            (check,) = rows(pytester, "check")
+            assert check["measured_source"] == "measured" and forwards(pytester) > 0, change
+            model = _load()
+            model.config._attn_implementation = "team_attn"
+            with pytest.MonkeyPatch.context() as patched:
+                team_attention(patched, 2.0 if env == "SHARPEN" else 1.0)
+                if env == "CHANGE":
+                    GLOBAL_CHANGES[change](patched)
+                true = evaluate(model, tok, str(CORPUS_TXT), 128, max_windows=WINDOWS).ppl
+            assert check["measured"] == pytest.approx(true, rel=1e-9) != same["measured"], change
 
 
 @pytest.mark.heavy

@@ -6,9 +6,10 @@ a subclass, a class method patched at run time, an instance ``forward``), every 
 modules hold (parameters, persistent and non-persistent buffers, tensors kept as plain
 attributes; quantized packed weights by their integers and scales), every other attribute of
 every module by value (numbers, strings, enums, dtypes, containers, pruning
-re-parametrisations, PEFT's adapters and scaling), the config, and forward hooks and
-pre-hooks (the module's and torch's global ones).  ``value_description`` says how each kind of
-value is described.
+re-parametrisations, PEFT's adapters and scaling), the config, forward hooks and
+pre-hooks (the module's and torch's global ones), and the helpers an installed forward looks
+up in its module that were rebound at run time (``library_globals``).  ``value_description``
+says how each kind of value is described.
 
 Left out, because they are not the function: the ``training`` flag (the engine evaluates in
 eval mode), state that a forward fills lazily and that is derived from the rest by contract
@@ -74,8 +75,11 @@ def unwrap_compiled(model: Any) -> Any:
 
 
 def _tree(model: Any, describe: Describer) -> list[Any]:
-    """Each module's class and attributes, with its hooks; torch's global hooks last."""
+    """Each module's class and attributes, with its hooks; torch's global hooks last, then what
+    the installed forwards look up in their modules and was rebound (only when something was)."""
     from torch.nn.modules import module as nn_module
+
+    from .library_globals import rebound
 
     tree = _modules(model)
     names = {id(m): n for n, m in tree}
@@ -88,6 +92,9 @@ def _tree(model: Any, describe: Describer) -> list[Any]:
                 out.append(["", attr, describe(hook)])
             except Unpinned as exc:
                 raise unpinned_at(f"torch's {attr}", exc) from None
+    replaced = rebound({type(module) for _, module in tree}, describe)
+    if replaced:
+        out.append(["", "rebound", replaced])
     return out
 
 

@@ -1,0 +1,134 @@
+"""What an installed library's forward looks up in its module when it runs, rebound at run time.
+
+Installed code is described by name (``value_description``).  But the helpers it calls are
+looked up in its module's namespace at call time, and they can be rebound: by the user
+(``modeling_llama.apply_rotary_pos_emb = my_rope``), by a kernel library under the library's
+name (liger-kernel's ``apply_liger_kernel_to_llama`` rebinds ``modeling_llama``'s functions),
+or registered under a name the config selects (``AttentionInterface.register("team_attn", fn)``).
+
+So in each installed module that defines a forward (or ``__call__``) of the model's classes,
+these are part of the function: a global holding the user's code; a global holding another
+package's function under another name (an import under the same name is the library's own, and
+so are an alias of its own module's and of the standard library's; a class is left to the tree,
+which walks its instances); and, in each registry the module holds (a mapping that is not a plain dict, such
+as transformers' ``ALL_ATTENTION_FUNCTIONS``), the entries that are the user's code.  An
+unpatched process finds none, so identities do not depend on which globals a library version
+has.  Left out, because a rebinding is not told apart from the library's own there: a plain
+value (a constant), an installed function registered under another key, modules that define no
+forward of the model's classes (``masking_utils``' mask registry).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .value_description import Describer, Unpinned, _defined_in_library, is_library_code, unpinned_at
+
+
+@dataclass(frozen=True)
+class _Namespace:
+    """An installed module's namespace as last looked at: its rebound globals and registries."""
+
+    keys: tuple[str, ...]
+    values: tuple[Any, ...]
+    rebound: list[tuple[str, Any]]
+    registries: list[tuple[str, Mapping]]
+
+
+_SEEN: dict[str, _Namespace] = {}
+_STDLIB = frozenset(sys.stdlib_module_names) | {"builtins"}  # an alias of functools.lru_cache is no kernel
+
+
+def rebound(classes: set[type], describe: Describer) -> list[Any]:
+    """The rebound globals and user-registered entries of the modules defining ``classes``'
+    forwards, described; empty when nothing was rebound."""
+    out: list[Any] = []
+    for name in sorted({m for cls in classes for m in _forward_modules(cls)}):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        space = _namespace(name, module)
+        found = [[g, _described(describe, value, f"{name}.{g}")] for g, value in space.rebound]
+        for g, registry in space.registries:
+            entries = [[repr(k), _described(describe, v, f"{name}.{g}[{k!r}]")] for k, v in _user_entries(registry)]
+            if entries:
+                found.append([g, "registry", sorted(entries, key=repr)])
+        if found:
+            out.append([name, found])
+    return out
+
+
+def _described(describe: Describer, value: Any, where: str) -> Any:
+    try:
+        return describe(value)
+    except Unpinned as exc:
+        raise unpinned_at(f"the global {where}", exc) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _forward_modules(cls: type) -> tuple[str, ...]:
+    """The installed modules that define a forward or ``__call__`` along ``cls``'s MRO."""
+    return tuple(sorted({c.__module__ for c in cls.__mro__
+                         if ("forward" in vars(c) or "__call__" in vars(c)) and _installed_class(c)}))
+
+
+def _namespace(name: str, module: types.ModuleType) -> _Namespace:
+    """What the module's namespace holds that is not its own, remembered while it is unchanged."""
+    space = vars(module)
+    keys, values = tuple(space), tuple(space.values())
+    known = _SEEN.get(name)
+    if known is not None and known.keys == keys and all(a is b for a, b in zip(known.values, values)):
+        return known
+    pairs = [(g, v) for g, v in zip(keys, values) if not (g.startswith("__") and g.endswith("__"))]
+    _SEEN[name] = found = _Namespace(
+        keys, values, rebound=[(g, v) for g, v in pairs if not _own(name, g, v)],
+        registries=[(g, v) for g, v in pairs if isinstance(v, Mapping) and not isinstance(v, dict)
+                    and _installed_class(type(v))])
+    return found
+
+
+def _own(module: str, name: str, value: Any) -> bool:
+    """Whether ``value``, bound to ``name`` in the installed ``module``, is the library's own."""
+    if isinstance(value, (types.ModuleType, type)) or not callable(value):
+        return True  # a plain value: not told apart; a class: its instances are in the tree, walked
+    if not _installed(value):
+        return False  # the user's code under a library's name
+    home = getattr(value, "__module__", None) or module
+    return getattr(value, "__name__", name) == name or home == module or home.split(".")[0] in _STDLIB
+
+
+def _installed(value: Any) -> bool:
+    """Code of an installed package (or C): a function's code, a class's, an object's class."""
+    if isinstance(value, functools.partial):
+        return _installed(value.func)
+    if isinstance(value, types.MethodType):
+        return _installed(value.__func__)
+    if isinstance(value, types.FunctionType):  # the standard library's frozen modules have no file
+        return is_library_code(value.__code__) or (value.__module__ or "").split(".")[0] in _STDLIB
+    if isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+        return True
+    return _installed_class(value if isinstance(value, type) else type(value))
+
+
+def _installed_class(cls: type) -> bool:
+    code = [f.__code__ for f in vars(cls).values() if isinstance(f, types.FunctionType)]
+    return _defined_in_library(cls, code)
+
+
+def _user_entries(registry: Mapping) -> list[tuple[Any, Any]]:
+    """The user's code among a registry's entries, read from the dicts it keeps (its own and its
+    class's), never through its ``__getitem__`` (a lazy mapping would import on it)."""
+    tables = [v for v in vars(registry).values() if isinstance(v, dict)] if hasattr(registry, "__dict__") else []
+    tables += [v for c in type(registry).__mro__ for v in vars(c).values() if isinstance(v, dict)]
+    seen, out = set(), []
+    for table in tables:
+        for key, value in dict.items(table):
+            if callable(value) and not _installed(value) and (id(table), key) not in seen:
+                seen.add((id(table), key))
+                out.append((key, value))
+    return out
