@@ -168,8 +168,8 @@ class PPLSession:
             self.recording.record_check(call, found.result, test, index, kl, against.result)
         record = decide(call, against, found.result, found.source, budget, rules, time.perf_counter() - t0,
                         recorded, kl)
-        waited = found.wait_notes
-        self.pending.append(dataclasses.replace(record, notes=record.notes + waited) if waited else record)
+        served = found.notes + found.wait_notes  # the software a committed result was recorded with, a wait
+        self.pending.append(dataclasses.replace(record, notes=record.notes + served) if served else record)
         if record.verdict is not Verdict.PASS:
             raise PPLFailure(failure_message(record))
         return found.result

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 
 from plugin_support import failures, forwards, project, rows
 
@@ -155,3 +158,85 @@ def test_cache_dir_option(pytester, tmp_path):
     pytester.runpytest(f"--ppl-cache-dir={where}").assert_outcomes(passed=1)
     assert list(where.glob("results/*/*.entry")) and list(where.glob("tokens/*/*.entry"))
     assert list(where.glob("top1/*/*.entry"))
+
+
+PRECISION = """
+import os, torch
+
+def test_check(model, tok, ppl_check):
+    matmul, before = torch.backends.mkldnn.matmul, torch.backends.mkldnn.matmul.fp32_precision
+    if os.environ.get("PRECISION"):  # a suite that lets torch round float32 matmuls through bfloat16
+        matmul.fp32_precision = os.environ["PRECISION"]
+    try:
+        ppl_check(model, tok, baseline=100.0)
+    finally:
+        matmul.fp32_precision = before
+"""
+
+
+def test_a_float32_matmul_precision_is_part_of_the_identity(pytester, monkeypatch):
+    """``torch.set_float32_matmul_precision("medium")`` rounds a CPU's float32 matmuls through
+    bfloat16 (on CPUs with AMX, it changes the number): a result measured at full precision is not
+    served to a run at another, and the committed file says which it was recorded at."""
+    from pytest_llmppl import evaluate
+    from pytest_llmppl.identity.spec import matmul_precision
+
+    project(pytester, PRECISION)
+    store = ("--ppl-report=report.json", "-p", "no:cacheprovider")
+    for run, source in (("", "measured"), ("", "cache"), ("bf16", "measured"), ("bf16", "cache")):
+        monkeypatch.setenv("PRECISION", run) if run else monkeypatch.delenv("PRECISION", raising=False)
+        pytester.runpytest(*store).assert_outcomes(passed=1)
+        (check,) = rows(pytester, "check")
+        assert check["measured_source"] == source and (forwards(pytester) > 0) == (source == "measured"), run
+        if run and source == "measured":
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from conftest import CORPUS_TXT, TINY
+
+            matmul = torch.backends.mkldnn.matmul
+            matmul.fp32_precision = "bf16"
+            try:
+                assert matmul_precision("cpu", "float32") == "bf16"
+                true = evaluate(AutoModelForCausalLM.from_pretrained(TINY), AutoTokenizer.from_pretrained(TINY),
+                                str(CORPUS_TXT), 128).ppl
+            finally:
+                matmul.fp32_precision = "none"
+            assert check["measured"] == pytest.approx(true, rel=1e-9)
+    assert matmul_precision("cpu", "float32") == "ieee" and matmul_precision("cpu", "bfloat16") == "default"
+
+    path = pytester.path / "ppl-baselines.json"
+    monkeypatch.delenv("PRECISION")
+    pytester.runpytest(*store, f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=1)
+    ((entry,),) = json.loads(path.read_text())["checks"].values()  # test id -> its checks
+    assert "matmul_precision" not in entry  # torch's default: entries of older versions stay as they were
+    monkeypatch.setenv("PRECISION", "bf16")
+    result = pytester.runpytest(*store, f"--ppl-baselines={path}", "--ppl-no-cache")
+    result.assert_outcomes(passed=1)
+    (check,) = rows(pytester, "check")
+    assert check["measured_source"] == "file"
+    assert "committed result recorded with matmul_precision ieee, this run has bf16" in check["notes"]
+    pytester.runpytest(*store, f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=1)
+    ((entry,),) = json.loads(path.read_text())["checks"].values()
+    assert entry["matmul_precision"] == "bf16"
+
+
+def test_the_matmul_precision_is_read_per_device_type_and_dtype():
+    """What each setting means for the run's device type and dtype (read from torch's flags, so
+    the CUDA cases hold on a CPU-only build too)."""
+    from pytest_llmppl.identity.spec import default_matmul_precision, matmul_precision
+
+    cuda = torch.backends.cuda.matmul
+    assert [matmul_precision(d, t) for d, t in (("cpu", "float32"), ("cuda", "float32"), ("cuda", "bfloat16"),
+                                                ("cpu", "bfloat16"))] == ["ieee", "ieee", "reduced", "default"]
+    assert all(matmul_precision(d, t) == default_matmul_precision(d, t)
+               for d in ("cpu", "cuda", "mps") for t in ("float32", "bfloat16", "float16"))
+    cuda.fp32_precision = "tf32"
+    try:
+        assert (matmul_precision("cuda", "float32"), matmul_precision("cpu", "float32")) == ("tf32", "ieee")
+    finally:
+        cuda.fp32_precision = "none"
+    cuda.allow_bf16_reduced_precision_reduction = False
+    try:
+        assert (matmul_precision("cuda", "bfloat16"), matmul_precision("cuda", "float16")) == ("full", "reduced")
+    finally:
+        cuda.allow_bf16_reduced_precision_reduction = True

@@ -60,7 +60,8 @@ def test_n4_run_over_a_shared_cache_with_a_corrupted_entry(pytester):
     assert (outcomes["passed"], outcomes["failed"]) == (serial["passed"], serial["failed"])
     assert outcomes.get("warnings", 0) >= 1  # the corrupted entry was reported
     assert [(t, v) for t, v, _ in _verdicts(report(pytester, "run.json"))] == want
-    sources = [r["measured_source"] for r in report(pytester, "run.json")["records"] if r["kind"] == "check"]
+    sources = [r["baseline_source"] if r["kind"] == "baseline" else r["measured_source"]
+               for r in report(pytester, "run.json")["records"] if r["kind"] in ("baseline", "check")]
     assert "cache" in sources and "measured" in sources  # the good entries served, the torn one re-measured
     store = Store(pytester.path / "shared")
     with warnings.catch_warnings():

@@ -23,7 +23,8 @@ COMPARABLE = ("tokenizer", "corpus", "seqlen", "protocol", "stride", "max_window
 # Where and with what it ran: part of the cache key, recorded in the committed file, where the
 # device type is spelled "device".  The file keys the first two (a suite that asks for a float32
 # and a bfloat16 number of one model needs both entries), not the software it ran with.
-RUNTIME = ("device_type", "dtype", "attn_implementation", "torch", "transformers", "protocol_version")
+RUNTIME = ("device_type", "dtype", "attn_implementation", "torch", "transformers", "protocol_version",
+           "matmul_precision")
 FILE_KEYED_RUNTIME = ("device_type", "dtype")
 _ENTRY_NAME = {"device_type": "device"}
 # A committed entry's names for the fields of the file key (fingerprints spelled out).
@@ -50,6 +51,8 @@ class MeasurementSpec:
     torch: str
     transformers: str
     protocol_version: int = PROTOCOL_VERSION
+    # How torch rounds this run's matmuls where it may trade precision for speed (``matmul_precision``).
+    matmul_precision: str = "ieee"
     # For messages only: not part of the identity.
     corpus_name: str = field(default="", compare=False)
     n_windows_total: int = field(default=0, compare=False)
@@ -70,7 +73,8 @@ class MeasurementSpec:
         versions = software_versions()
         return cls(model=found.digest, tokenizer=tokenizer_fp or tokenizer_fingerprint(tokenizer),
                    torch=versions["torch"], transformers=versions["transformers"], unpinned=found.unpinned,
-                   size=found.size, **settings)
+                   size=found.size, matmul_precision=matmul_precision(settings["device_type"], settings["dtype"]),
+                   **settings)
 
     @property
     def key(self) -> str:
@@ -117,13 +121,20 @@ class MeasurementSpec:
                 if getattr(self, n) != getattr(other, n)}
 
     def runtime_entry(self) -> dict[str, Any]:
-        """The runtime fields as a committed entry records them."""
-        return {_ENTRY_NAME.get(n, n): getattr(self, n) for n in RUNTIME}
+        """The runtime fields as a committed entry records them; the matmul precision only where it
+        is not torch's default (so a refresh under the default leaves older entries as they were)."""
+        out = {_ENTRY_NAME.get(n, n): getattr(self, n) for n in RUNTIME}
+        if self.matmul_precision == default_matmul_precision(self.device_type, self.dtype):
+            del out["matmul_precision"]
+        return out
 
     def with_runtime(self, entry: dict[str, Any]) -> MeasurementSpec:
-        """This spec as recorded elsewhere (a committed entry's device, dtype, versions)."""
-        return dataclasses.replace(self, **{n: entry[_ENTRY_NAME.get(n, n)] for n in RUNTIME
-                                            if _ENTRY_NAME.get(n, n) in entry})
+        """This spec as recorded elsewhere (a committed entry's device, dtype, versions; a matmul
+        precision it does not name is the default)."""
+        fields = {n: entry[_ENTRY_NAME.get(n, n)] for n in RUNTIME if _ENTRY_NAME.get(n, n) in entry}
+        fields.setdefault("matmul_precision", default_matmul_precision(fields.get("device_type", self.device_type),
+                                                                      fields.get("dtype", self.dtype)))
+        return dataclasses.replace(self, **fields)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -183,4 +194,34 @@ def software_versions() -> dict[str, str]:
     return {"torch": package_version("torch"), "transformers": package_version("transformers")}
 
 
-#END
+
+def default_matmul_precision(device_type: str, dtype: str) -> str:
+    """``matmul_precision`` when nothing was set."""
+    if dtype in ("bfloat16", "float16") and device_type == "cuda":
+        return "reduced"
+    return "ieee" if dtype == "float32" else "default"
+
+
+def matmul_precision(device_type: str, dtype: str) -> str:
+    """How torch rounds this run's matmuls where a setting lets it trade precision for speed:
+    float32 ones at ``ieee`` (the default), ``tf32`` or ``bf16``
+    (``torch.set_float32_matmul_precision``, ``torch.backends.*.fp32_precision``); on CUDA,
+    half-precision ones with ``reduced`` (the default) or ``full`` reductions; else ``default``.
+    A process-wide setting that changes the number: a result measured under one is not served
+    from the store under another."""
+    import torch
+
+    if dtype in ("bfloat16", "float16") and device_type == "cuda":
+        reduced = getattr(torch.backends.cuda.matmul, f"allow_{'bf16' if dtype == 'bfloat16' else 'fp16'}"
+                                                       "_reduced_precision_reduction", True)
+        return "reduced" if reduced else "full"
+    if dtype != "float32":
+        return "default"  # nothing chooses it
+    backend = {"cuda": torch.backends.cuda, "cpu": torch.backends.mkldnn}.get(device_type)
+    chosen = getattr(getattr(backend, "matmul", None), "fp32_precision", None)
+    if not isinstance(chosen, str):  # another device type: the process-wide setting
+        chosen = getattr(torch.backends, "fp32_precision", None)
+    if isinstance(chosen, str):  # torch >= 2.9: each backend's own, set by either API
+        return "ieee" if chosen == "none" else chosen
+    legacy = torch.get_float32_matmul_precision()  # older torch: one process-wide setting
+    return {"highest": "ieee", "high": "tf32"}.get(legacy, "bf16" if device_type == "cpu" else "tf32")
