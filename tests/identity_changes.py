@@ -112,4 +112,15 @@ def team_attention(monkeypatch, sharpen: float = 1.0) -> None:
     monkeypatch.setitem(AttentionInterface._global_mapping, "team_attn", team_attn)
 
 
-GLOBAL_CHANGES = {"rope_rebound": rope_rebound, "rotate_rebound": rotate_rebound}
+def sdpa_rebound(monkeypatch) -> None:
+    """The user's attention kernel in place of torch's (sparse attention research does this): the
+    library's attention reads it through ``torch.nn.functional`` when it runs."""
+    stock = torch.nn.functional.scaled_dot_product_attention
+
+    def sparse_sdpa(query, key, value, *args, **kwargs):
+        return stock(query * 2.0, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", sparse_sdpa)
+
+
+GLOBAL_CHANGES = {"rope_rebound": rope_rebound, "rotate_rebound": rotate_rebound, "sdpa_rebound": sdpa_rebound}

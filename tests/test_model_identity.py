@@ -312,7 +312,7 @@ def test_a_recorded_check_whose_library_helpers_were_rebound_is_measured(pyteste
     (same,) = rows(pytester, "check")
     assert same["measured_source"] == "file" and forwards(pytester) == 0  # unchanged: served
     tok = AutoTokenizer.from_pretrained(TINY)
-    for env, change in (("CHANGE", "rope_rebound"), ("CHANGE", "rotate_rebound"), ("SHARPEN", "2")):
+    for env, change in (*(("CHANGE", c) for c in sorted(GLOBAL_CHANGES)), ("SHARPEN", "2")):
         with monkeypatch.context() as run:
             run.setenv(env, change)
             pytester.runpytest(*fresh, "--ppl-strict")

@@ -6,16 +6,17 @@ looked up in its module's namespace at call time, and they can be rebound: by th
 name (liger-kernel's ``apply_liger_kernel_to_llama`` rebinds ``modeling_llama``'s functions),
 or registered under a name the config selects (``AttentionInterface.register("team_attn", fn)``).
 
-So in each installed module that defines a forward (or ``__call__``) of the model's classes,
-these are part of the function: a global holding the user's code; a global holding another
-package's function under another name (an import under the same name is the library's own, and
-so are an alias of its own module's and of the standard library's; a class is left to the tree,
-which walks its instances); and, in each registry the module holds (a mapping that is not a plain dict, such
-as transformers' ``ALL_ATTENTION_FUNCTIONS``), the entries that are the user's code.  An
-unpatched process finds none, so identities do not depend on which globals a library version
-has.  Left out, because a rebinding is not told apart from the library's own there: a plain
-value (a constant), an installed function registered under another key, modules that define no
-forward of the model's classes (``masking_utils``' mask registry).
+So in each installed module that defines a forward (or ``__call__``) of the model's classes, and
+in ``torch.nn.functional``, these are part of the function: a global holding the user's code; a
+global holding another package's function under another name (an import under the same name is
+the library's own, and so are an alias from its own package and one of the standard library's; a
+class is left to the tree, which walks its instances); and, in each registry the module holds (a
+mapping that is not a plain dict, such as transformers' ``ALL_ATTENTION_FUNCTIONS``), the entries
+that are the user's code.  An unpatched process finds none, so identities do not depend on which
+globals a library version has.  Left out, because a rebinding is not told apart from the
+library's own there: a plain value (a constant), an installed function registered under another
+key, a same-package function under another name, and modules that define no forward of the
+model's classes (``masking_utils``' mask registry).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class _Namespace:
 
 
 _SEEN: dict[str, _Namespace] = {}
+# Read through a module attribute by every torch forward (``F.scaled_dot_product_attention``, ``F.silu``).
+ALWAYS = frozenset({"torch.nn.functional"})
 _STDLIB = frozenset(sys.stdlib_module_names) | {"builtins"}  # an alias of functools.lru_cache is no kernel
 
 
@@ -48,7 +51,7 @@ def rebound(classes: set[type], describe: Describer) -> list[Any]:
     """The rebound globals and user-registered entries of the modules defining ``classes``'
     forwards, described; empty when nothing was rebound."""
     out: list[Any] = []
-    for name in sorted({m for cls in classes for m in _forward_modules(cls)}):
+    for name in sorted({m for cls in classes for m in _forward_modules(cls)} | ALWAYS):
         module = sys.modules.get(name)
         if module is None:
             continue
@@ -98,8 +101,8 @@ def _own(module: str, name: str, value: Any) -> bool:
         return True  # a plain value: not told apart; a class: its instances are in the tree, walked
     if not _installed(value):
         return False  # the user's code under a library's name
-    home = getattr(value, "__module__", None) or module
-    return getattr(value, "__name__", name) == name or home == module or home.split(".")[0] in _STDLIB
+    home = (getattr(value, "__module__", None) or module).split(".")[0]
+    return getattr(value, "__name__", name) == name or home == module.split(".")[0] or home in _STDLIB
 
 
 def _installed(value: Any) -> bool:
