@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from plugin_support import failures, forwards, project, rows
+from plugin_support import INI, failures, forwards, project, rows
 
 SUITE = """
 import os, torch
@@ -181,7 +181,7 @@ def test_a_float32_matmul_precision_is_part_of_the_identity(pytester, monkeypatc
     from pytest_llmppl import evaluate
     from pytest_llmppl.identity.spec import matmul_precision
 
-    project(pytester, PRECISION)
+    project(pytester, PRECISION, ini=INI + "ppl_max_windows = 24\n")
     store = ("--ppl-report=report.json", "-p", "no:cacheprovider")
     for run, source in (("", "measured"), ("", "cache"), ("bf16", "measured"), ("bf16", "cache")):
         monkeypatch.setenv("PRECISION", run) if run else monkeypatch.delenv("PRECISION", raising=False)
@@ -198,7 +198,7 @@ def test_a_float32_matmul_precision_is_part_of_the_identity(pytester, monkeypatc
             try:
                 assert matmul_precision("cpu", "float32") == "bf16"
                 true = evaluate(AutoModelForCausalLM.from_pretrained(TINY), AutoTokenizer.from_pretrained(TINY),
-                                str(CORPUS_TXT), 128).ppl
+                                str(CORPUS_TXT), 128, max_windows=24).ppl
             finally:
                 matmul.fp32_precision = "none"
             assert check["measured"] == pytest.approx(true, rel=1e-9)
