@@ -175,16 +175,17 @@ def test_check(model, tok, ppl_check):
 
 
 def test_a_float32_matmul_precision_is_part_of_the_identity(pytester, monkeypatch):
-    """``torch.set_float32_matmul_precision("medium")`` rounds a CPU's float32 matmuls through
-    bfloat16 (on CPUs with AMX, it changes the number): a result measured at full precision is not
-    served to a run at another, and the committed file says which it was recorded at."""
+    """``torch.set_float32_matmul_precision("medium")`` (here its per-backend spelling) rounds a
+    CPU's float32 matmuls through bfloat16 (on CPUs with AMX, it changes the number): a result
+    measured at full precision is not served from the store to a run at another, and the committed
+    file names a precision other than the default."""
     from pytest_llmppl import evaluate
     from pytest_llmppl.identity.spec import matmul_precision
 
     project(pytester, PRECISION, ini=INI + "ppl_max_windows = 24\n")
     store = ("--ppl-report=report.json", "-p", "no:cacheprovider")
     for run, source in (("", "measured"), ("", "cache"), ("bf16", "measured"), ("bf16", "cache")):
-        monkeypatch.setenv("PRECISION", run) if run else monkeypatch.delenv("PRECISION", raising=False)
+        monkeypatch.setenv("PRECISION", run)  # "" is torch's default
         pytester.runpytest(*store).assert_outcomes(passed=1)
         (check,) = rows(pytester, "check")
         assert check["measured_source"] == source and (forwards(pytester) > 0) == (source == "measured"), run
@@ -205,7 +206,7 @@ def test_a_float32_matmul_precision_is_part_of_the_identity(pytester, monkeypatc
     assert matmul_precision("cpu", "float32") == "ieee" and matmul_precision("cpu", "bfloat16") == "default"
 
     path = pytester.path / "ppl-baselines.json"
-    monkeypatch.delenv("PRECISION")
+    monkeypatch.setenv("PRECISION", "")
     pytester.runpytest(*store, f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=1)
     ((entry,),) = json.loads(path.read_text())["checks"].values()  # test id -> its checks
     assert "matmul_precision" not in entry  # torch's default: entries of older versions stay as they were
