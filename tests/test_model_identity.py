@@ -7,9 +7,11 @@ the same model rebuilt, evaluated, compiled or quantized the same way keeps its 
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
-from identity_changes import CHANGES, GLOBAL_CHANGES, scaled_mask, team_attention
+from identity_changes import CHANGES, GLOBAL_CHANGES, ScaledLinears, scaled_mask, team_attention
 
 from conftest import CORPUS_TXT, TINY
 from plugin_support import INI, forwards, project, rows
@@ -123,6 +125,20 @@ def test_a_registered_attention_the_model_selects_is_code(tiny_model, monkeypatc
             team_attention(mp, sharpen)
             ids.append((_id(tiny_model), _loss(tiny_model)))
     assert ids[0][1] != pytest.approx(ids[1][1], rel=1e-6) and ids[0][0] != ids[1][0]
+
+
+def test_a_torch_mode_active_around_the_call_is_in_the_identity(tiny_model):
+    """The forward goes through every active function (or dispatch) mode: one that rewrites ops
+    is another function, another setting of it another again, and none the plain model."""
+    found = []
+    for k in (None, 1.5, 2.0):
+        if k is None:
+            found.append((_id(tiny_model), _loss(tiny_model)))
+            continue
+        with ScaledLinears(k):
+            found.append((_id(tiny_model), _loss(tiny_model)))
+    assert len({i for i, _ in found}) == 3 and len({round(loss, 6) for _, loss in found}) == 3
+    assert _id(tiny_model) == found[0][0]
 
 
 def test_a_tensor_kept_as_a_plain_attribute_is_content(tiny_model):
@@ -282,23 +298,25 @@ def test_a_recorded_check_whose_function_changed_is_measured_and_judged(pytester
 
 
 REBOUND_SUITE = """
-import os
-from identity_changes import GLOBAL_CHANGES, team_attention
+import contextlib, os
+from identity_changes import GLOBAL_CHANGES, ScaledLinears, team_attention
 
 def test_candidate(model, tok, ppl_check, monkeypatch):
     model.config._attn_implementation = "team_attn"
     team_attention(monkeypatch, float(os.environ.get("SHARPEN", "1")))
     if os.environ.get("CHANGE"):
         GLOBAL_CHANGES[os.environ["CHANGE"]](monkeypatch)
-    ppl_check(model, tok, baseline=100.0)
+    with ScaledLinears(float(os.environ["MODE"])) if os.environ.get("MODE") else contextlib.nullcontext():
+        ppl_check(model, tok, baseline=100.0)
 """
 
 
 @pytest.mark.heavy
 def test_a_recorded_check_whose_library_helpers_were_rebound_is_measured(pytester, monkeypatch):
     """Recorded with the team's attention; then a helper of the library's forward rebound (the
-    user's rope, another package's function) or the team's attention refactored under its
-    registered name: each is measured with its true perplexity, never served the record."""
+    user's rope, another package's function, torch's attention), the team's attention refactored
+    under its registered name, or the call made inside an op-rewriting torch mode: each is
+    measured with its true perplexity, never served the record."""
     from transformers import AutoTokenizer
 
     from pytest_llmppl import evaluate
@@ -312,7 +330,7 @@ def test_a_recorded_check_whose_library_helpers_were_rebound_is_measured(pyteste
     (same,) = rows(pytester, "check")
     assert same["measured_source"] == "file" and forwards(pytester) == 0  # unchanged: served
     tok = AutoTokenizer.from_pretrained(TINY)
-    for env, change in (*(("CHANGE", c) for c in sorted(GLOBAL_CHANGES)), ("SHARPEN", "2")):
+    for env, change in (*(("CHANGE", c) for c in sorted(GLOBAL_CHANGES)), ("SHARPEN", "2"), ("MODE", "1.5")):
         with monkeypatch.context() as run:
             run.setenv(env, change)
             pytester.runpytest(*fresh, "--ppl-strict")
@@ -324,7 +342,8 @@ def test_a_recorded_check_whose_library_helpers_were_rebound_is_measured(pyteste
                 team_attention(patched, 2.0 if env == "SHARPEN" else 1.0)
                 if env == "CHANGE":
                     GLOBAL_CHANGES[change](patched)
-                true = evaluate(model, tok, str(CORPUS_TXT), 128, max_windows=WINDOWS).ppl
+                with ScaledLinears(float(change)) if env == "MODE" else contextlib.nullcontext():
+                    true = evaluate(model, tok, str(CORPUS_TXT), 128, max_windows=WINDOWS).ppl
             assert check["measured"] == pytest.approx(true, rel=1e-9) != same["measured"], change
 
 

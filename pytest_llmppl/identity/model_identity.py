@@ -7,8 +7,9 @@ modules hold (parameters, persistent and non-persistent buffers, tensors kept as
 attributes; quantized packed weights by their integers and scales), every other attribute of
 every module by value (numbers, strings, enums, dtypes, containers, pruning
 re-parametrisations, PEFT's adapters and scaling), the config, forward hooks and
-pre-hooks (the module's and torch's global ones), and the helpers an installed forward looks
-up in its module that were rebound at run time (``library_globals``).  ``value_description``
+pre-hooks (the module's and torch's global ones), the helpers an installed forward looks up in
+its module that were rebound at run time (``library_globals``), and the torch function and
+dispatch modes active around the call (the forward runs within them).  ``value_description``
 says how each kind of value is described.
 
 Left out, because they are not the function: the ``training`` flag (the engine evaluates in
@@ -95,7 +96,25 @@ def _tree(model: Any, describe: Describer) -> list[Any]:
     replaced = rebound({type(module) for _, module in tree}, describe)
     if replaced:
         out.append(["", "rebound", replaced])
+    modes = _active_modes()
+    if modes:
+        try:
+            out.append(["", "modes", [describe(mode) for mode in modes]])
+        except Unpinned as exc:
+            raise unpinned_at("an active torch mode", exc) from None
     return out
+
+
+def _active_modes() -> list[Any]:
+    """The torch function and dispatch modes active now, innermost last (a ``TorchFunctionMode``
+    that rewrites ops, a fake-quantization ``TorchDispatchMode``, ``with torch.device(...)``): the
+    forward, run within the same call, goes through them for every op."""
+    try:
+        from torch.overrides import _get_current_function_mode_stack
+        from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+    except ImportError:  # a torch without them: no modes to see
+        return []
+    return [*_get_current_function_mode_stack(), *_get_current_dispatch_mode_stack()]
 
 
 def _modules(model: Any) -> list[tuple[str, Any]]:
