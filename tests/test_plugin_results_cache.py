@@ -241,3 +241,41 @@ def test_the_matmul_precision_is_read_per_device_type_and_dtype():
         assert (matmul_precision("cuda", "bfloat16"), matmul_precision("cuda", "float16")) == ("full", "reduced")
     finally:
         cuda.allow_bf16_reduced_precision_reduction = True
+
+
+AUTOCAST = """
+import contextlib, os, torch
+
+def test_check(model, tok, ppl_check):
+    outer = torch.autocast("cpu", dtype=torch.bfloat16) if os.environ.get("AUTOCAST") else contextlib.nullcontext()
+    with outer:  # the forward runs within it: a bfloat16 measurement
+        ppl_check(model, tok, baseline=100.0)
+"""
+
+
+def test_an_autocast_around_the_call_is_the_measurements_dtype(pytester, monkeypatch):
+    """A float32 model checked inside ``torch.autocast(bfloat16)`` is measured in bfloat16, and
+    its identity says so: not served the float32 result, and the same measurement as
+    ``--ppl-dtype=bfloat16``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pytest_llmppl import evaluate
+
+    from conftest import CORPUS_TXT, TINY
+
+    project(pytester, AUTOCAST, ini=INI + "ppl_max_windows = 24\n")
+    runs = (("", (), "measured", "float32"), ("", (), "cache", "float32"), ("1", (), "measured", "bfloat16"),
+            ("1", (), "cache", "bfloat16"), ("", ("--ppl-dtype=bfloat16",), "cache", "bfloat16"),
+            ("1", ("--ppl-dtype=float32", "--ppl-remeasure"), "measured", "float32"))
+    measured = {}
+    for autocast, args, source, dtype in runs:
+        monkeypatch.setenv("AUTOCAST", autocast)
+        pytester.runpytest("--ppl-report=report.json", "-p", "no:cacheprovider", *args).assert_outcomes(passed=1)
+        (check,) = rows(pytester, "check")
+        assert (check["measured_source"], check["dtype"]) == (source, dtype), (autocast, args)
+        measured.setdefault(dtype, check["measured"])
+    # float32 asked for inside the autocast: measured in float32 (the caller's autocast turned off)
+    assert check["measured"] == measured["float32"] != measured["bfloat16"]
+    true = evaluate(AutoModelForCausalLM.from_pretrained(TINY), AutoTokenizer.from_pretrained(TINY), str(CORPUS_TXT),
+                    128, max_windows=24, dtype="bfloat16").ppl
+    assert measured["bfloat16"] == pytest.approx(true, rel=1e-9)

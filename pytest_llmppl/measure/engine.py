@@ -139,7 +139,7 @@ class _BatchRun:
         batch = torch.stack([self.stream[windows[i].start:windows[i].end] for i in group])
         tb = time.perf_counter()
         try:
-            with (torch.autocast(batch.device.type, dtype=self.cast) if self.cast is not None else nullcontext()):
+            with _autocast(batch.device.type, self.cast):
                 outputs = token_ce(self.model, batch, self.path, argmax=self.want_argmax, keep_topk=self.keep_topk,
                                    drop_last_input=self.protocol.drop_last_input,
                                    noise=self._noise(group, batch) if self.keep_topk else None,
@@ -254,6 +254,20 @@ class BatchSizer:
         self.current //= 2
         self.settled = True
         return True
+
+
+def _autocast(device_type: str, cast: Any) -> Any:
+    """The forward's autocast: ``cast``; without one, a caller's own autocast is turned off (the
+    measurement's identity named its dtype as the cast when no dtype was asked for)."""
+    import torch
+
+    if cast is not None:
+        return torch.autocast(device_type, dtype=cast)
+    try:
+        outer = torch.is_autocast_enabled(device_type)
+    except (RuntimeError, TypeError):
+        outer = False
+    return torch.autocast(device_type, enabled=False) if outer else nullcontext()
 
 
 def _window_sums(ce, score_from: list[int]):

@@ -140,6 +140,7 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
 
         runtime = describe(model, prepared.seqlen, allow_long=True)
     where = runtime.input_device if device is None or getattr(model, "hf_device_map", None) else device
+    dtype = dtype or outer_autocast(str(where).split(":")[0], runtime.dtype)
     if prepared.max_windows and prepared.tokenizer_fp is None:  # a subset reads the tokens, keyed by it
         from ..identity.fingerprint import tokenizer_fingerprint
 
@@ -159,6 +160,22 @@ def identify(model: Any, prepared: Prepared, device: str | None, dtype: str | No
     )
     prepared.tokenizer_fp = spec.tokenizer  # the tokens' cache key needs it: computed once
     return spec
+
+
+def outer_autocast(device_type: str, weights: str) -> str | None:
+    """The dtype of a ``torch.autocast`` the caller wrapped the call in, for the device type it
+    runs on, where it is narrower than the weights: the forward runs in it, so that is what is
+    measured (the same measurement as asking for that dtype)."""
+    import torch
+
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        cast = torch.get_autocast_dtype(device_type)
+        narrower = torch.finfo(cast).bits < torch.finfo(getattr(torch, weights)).bits
+    except (AttributeError, RuntimeError, TypeError):  # an older torch, a device type autocast does not know
+        return None
+    return str(cast).replace("torch.", "") if narrower else None
 
 
 def function_fingerprint(model: Any) -> tuple[str, str]:

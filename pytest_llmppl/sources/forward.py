@@ -62,7 +62,7 @@ class Forward:
         shown = self.progress(call.label) if self.progress is not None else None
         try:
             result = run(model, call.prepared, batch_size=s.batch_size, device=call.device,
-                         dtype=None if s.dtype == "auto" else s.dtype, order=order, stop=stop, top1=True,
+                         dtype=call.spec.dtype, order=order, stop=stop, top1=True,
                          identity=call.spec, progress=shown, keep_topk=call.keep_topk, reference=call.reference)
         finally:
             if shown is not None:
