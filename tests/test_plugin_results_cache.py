@@ -279,3 +279,50 @@ def test_an_autocast_around_the_call_is_the_measurements_dtype(pytester, monkeyp
     true = evaluate(AutoModelForCausalLM.from_pretrained(TINY), AutoTokenizer.from_pretrained(TINY), str(CORPUS_TXT),
                     128, max_windows=24, dtype="bfloat16").ppl
     assert measured["bfloat16"] == pytest.approx(true, rel=1e-9)
+
+
+SDPA = """
+import contextlib, os, torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+def test_check(model, tok, ppl_check):
+    kernels = sdpa_kernel([SDPBackend.MATH]) if os.environ.get("MATH_ONLY") else contextlib.nullcontext()
+    with kernels:  # attention computed by another kernel: in bfloat16, another number
+        ppl_check(model, tok, baseline=100.0, dtype="bfloat16")
+"""
+
+
+def test_the_attention_kernels_allowed_are_part_of_the_identity(pytester, monkeypatch):
+    """``sdpa_kernel([SDPBackend.MATH])`` around the call makes attention take another kernel
+    (in bfloat16 the number moves by about 1e-4, beyond batching noise): measured, not served,
+    and named in the committed entry; the kernels allowed by default are named nowhere."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pytest_llmppl import evaluate
+
+    from conftest import CORPUS_TXT, TINY
+
+    project(pytester, SDPA, ini=INI + "ppl_max_windows = 24\n")
+    store = ("--ppl-report=report.json", "-p", "no:cacheprovider")
+    measured = {}
+    for math_only, source in (("", "measured"), ("1", "measured"), ("1", "cache"), ("", "cache")):
+        monkeypatch.setenv("MATH_ONLY", math_only)
+        pytester.runpytest(*store).assert_outcomes(passed=1)
+        (check,) = rows(pytester, "check")
+        assert check["measured_source"] == source, math_only
+        measured.setdefault(math_only, check["measured"])
+    path = pytester.path / "ppl-baselines.json"
+    for math_only in ("1", ""):
+        monkeypatch.setenv("MATH_ONLY", math_only)
+        pytester.runpytest(*store, f"--ppl-baselines={path}", "--ppl-update-baselines").assert_outcomes(passed=1)
+        ((entry,),) = json.loads(path.read_text())["checks"].values()
+        assert entry.get("sdpa_backends") == ("math" if math_only else None)
+    from pytest_llmppl.identity.spec import sdpa_backends
+
+    assert sdpa_backends() == "all"
+    with sdpa_kernel([SDPBackend.MATH]):
+        assert sdpa_backends() == "math"
+        true = evaluate(AutoModelForCausalLM.from_pretrained(TINY), AutoTokenizer.from_pretrained(TINY),
+                        str(CORPUS_TXT), 128, max_windows=24, dtype="bfloat16").ppl
+    assert measured["1"] == pytest.approx(true, rel=1e-9) and measured["1"] != pytest.approx(measured[""], rel=1e-5)

@@ -24,7 +24,7 @@ COMPARABLE = ("tokenizer", "corpus", "seqlen", "protocol", "stride", "max_window
 # device type is spelled "device".  The file keys the first two (a suite that asks for a float32
 # and a bfloat16 number of one model needs both entries), not the software it ran with.
 RUNTIME = ("device_type", "dtype", "attn_implementation", "torch", "transformers", "protocol_version",
-           "matmul_precision")
+           "matmul_precision", "sdpa_backends")
 FILE_KEYED_RUNTIME = ("device_type", "dtype")
 _ENTRY_NAME = {"device_type": "device"}
 # A committed entry's names for the fields of the file key (fingerprints spelled out).
@@ -53,6 +53,8 @@ class MeasurementSpec:
     protocol_version: int = PROTOCOL_VERSION
     # How torch rounds this run's matmuls where it may trade precision for speed (``matmul_precision``).
     matmul_precision: str = "ieee"
+    # Which kernels attention may choose from (``sdpa_backends``).
+    sdpa_backends: str = "all"
     # For messages only: not part of the identity.
     corpus_name: str = field(default="", compare=False)
     n_windows_total: int = field(default=0, compare=False)
@@ -74,7 +76,7 @@ class MeasurementSpec:
         return cls(model=found.digest, tokenizer=tokenizer_fp or tokenizer_fingerprint(tokenizer),
                    torch=versions["torch"], transformers=versions["transformers"], unpinned=found.unpinned,
                    size=found.size, matmul_precision=matmul_precision(settings["device_type"], settings["dtype"]),
-                   **settings)
+                   sdpa_backends=sdpa_backends(), **settings)
 
     @property
     def key(self) -> str:
@@ -121,19 +123,23 @@ class MeasurementSpec:
                 if getattr(self, n) != getattr(other, n)}
 
     def runtime_entry(self) -> dict[str, Any]:
-        """The runtime fields as a committed entry records them; the matmul precision only where it
-        is not torch's default (so a refresh under the default leaves older entries as they were)."""
+        """The runtime fields as a committed entry records them; the matmul precision and the
+        attention kernels only where they are not torch's default (so a refresh under the default
+        leaves older entries as they were)."""
         out = {_ENTRY_NAME.get(n, n): getattr(self, n) for n in RUNTIME}
         if self.matmul_precision == default_matmul_precision(self.device_type, self.dtype):
             del out["matmul_precision"]
+        if self.sdpa_backends == "all":
+            del out["sdpa_backends"]
         return out
 
     def with_runtime(self, entry: dict[str, Any]) -> MeasurementSpec:
         """This spec as recorded elsewhere (a committed entry's device, dtype, versions; a matmul
-        precision it does not name is the default)."""
+        precision or attention kernels it does not name are the defaults)."""
         fields = {n: entry[_ENTRY_NAME.get(n, n)] for n in RUNTIME if _ENTRY_NAME.get(n, n) in entry}
         fields.setdefault("matmul_precision", default_matmul_precision(fields.get("device_type", self.device_type),
                                                                       fields.get("dtype", self.dtype)))
+        fields.setdefault("sdpa_backends", "all")
         return dataclasses.replace(self, **fields)
 
     def to_json(self) -> dict[str, Any]:
@@ -225,3 +231,16 @@ def matmul_precision(device_type: str, dtype: str) -> str:
         return "ieee" if chosen == "none" else chosen
     legacy = torch.get_float32_matmul_precision()  # older torch: one process-wide setting
     return {"highest": "ieee", "high": "tf32"}.get(legacy, "bf16" if device_type == "cpu" else "tf32")
+
+
+def sdpa_backends() -> str:
+    """Which kernels ``scaled_dot_product_attention`` may choose from (``torch.nn.attention.sdpa_kernel``
+    narrows them, ``torch.backends.cuda.enable_*_sdp`` turns one off, on every device type):
+    ``all``, or those enabled.  Another kernel is another number (in bfloat16 beyond batching noise)."""
+    import torch
+
+    flags = [(name, getattr(torch.backends.cuda, f"{name}_sdp_enabled", None))
+             for name in ("cudnn", "flash", "math", "mem_efficient")]
+    known = [(name, flag) for name, flag in flags if callable(flag)]
+    enabled = [name for name, flag in known if flag()]
+    return "all" if len(enabled) == len(known) else ",".join(enabled) or "none"

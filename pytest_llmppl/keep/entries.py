@@ -91,7 +91,7 @@ def validate_entry(entry: Any, where: str) -> dict[str, Any]:
         value = entry[name]
         if isinstance(value, bool) or not isinstance(value, kind):
             raise BaselineError(f"{where}: field {name!r} should be {_kind_name(kind)}, got {value!r:.60}")
-    for name in ("model_fingerprint", "tokenizer_fingerprint", "matmul_precision"):
+    for name in ("model_fingerprint", "tokenizer_fingerprint", "matmul_precision", "sdpa_backends"):
         if name in entry and not isinstance(entry[name], str):
             raise BaselineError(f"{where}: field {name!r} should be str, got {entry[name]!r:.60}")
     if "kl" in entry:
