@@ -276,9 +276,13 @@ def test_an_autocast_around_the_call_is_the_measurements_dtype(pytester, monkeyp
         measured.setdefault(dtype, check["measured"])
     # float32 asked for inside the autocast: measured in float32 (the caller's autocast turned off)
     assert check["measured"] == measured["float32"] != measured["bfloat16"]
-    true = evaluate(AutoModelForCausalLM.from_pretrained(TINY), AutoTokenizer.from_pretrained(TINY), str(CORPUS_TXT),
-                    128, max_windows=24, dtype="bfloat16").ppl
+    model, tok = AutoModelForCausalLM.from_pretrained(TINY), AutoTokenizer.from_pretrained(TINY)
+    true = evaluate(model, tok, str(CORPUS_TXT), 128, max_windows=24, dtype="bfloat16").ppl
     assert measured["bfloat16"] == pytest.approx(true, rel=1e-9)
+    # evaluate() without a dtype runs in the caller's autocast, as it always did; with one, in that
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = [evaluate(model, tok, str(CORPUS_TXT), 128, max_windows=24, dtype=d).ppl for d in (None, "float32")]
+    assert inside == [pytest.approx(true, rel=1e-9), pytest.approx(measured["float32"], rel=1e-9)]
 
 
 SDPA = """

@@ -77,7 +77,8 @@ def unwrap_compiled(model: Any) -> Any:
 
 def _tree(model: Any, describe: Describer) -> list[Any]:
     """Each module's class and attributes, with its hooks; torch's global hooks last, then what
-    the installed forwards look up in their modules and was rebound (only when something was)."""
+    the installed forwards look up in their modules and was rebound, and the torch modes active
+    around the call (each only when there is one)."""
     from torch.nn.modules import module as nn_module
 
     from .library_globals import rebound

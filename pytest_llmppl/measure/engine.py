@@ -77,7 +77,8 @@ def evaluate_ids(model, ids, *, seqlen: int, protocol: str | Protocol = "torch-p
         stream = torch.as_tensor(ids, dtype=torch.long).to(in_device)
         run = _BatchRun(model, stream, windows, rules, path, cast, want_argmax,
                         BatchSizer(batch_size, in_device, model, seqlen, 2 * LOGITS_CHUNK_BYTES), keep_topk,
-                        DeviceReference(reference, windows, chosen, in_device) if reference is not None else None)
+                        DeviceReference(reference, windows, chosen, in_device) if reference is not None else None,
+                        dtype_asked=dtype is not None)
         run.over(chosen, progress, stop)
         _empty_cache(in_device)
     done = sorted(run.nll)
@@ -103,9 +104,11 @@ class _BatchRun:
     read), halves the batch on out-of-memory, and consults the stop rule."""
 
     def __init__(self, model, stream, windows: list[Window], protocol: Protocol, path: str, cast, want_argmax: bool,
-                 sizer: BatchSizer, keep_topk: int = 0, reference: DeviceReference | None = None):
+                 sizer: BatchSizer, keep_topk: int = 0, reference: DeviceReference | None = None,
+                 dtype_asked: bool = False):
         self.model, self.stream, self.windows, self.protocol = model, stream, windows, protocol
         self.path, self.cast, self.want_argmax, self.sizer = path, cast, want_argmax, sizer
+        self.dtype_asked = dtype_asked  # a dtype was asked for: a caller's autocast does not reach the forward
         self.keep_topk, self.reference = keep_topk, reference
         self.nll: dict[int, float] = {}
         self.tops: dict[int, Any] = {}
@@ -139,7 +142,7 @@ class _BatchRun:
         batch = torch.stack([self.stream[windows[i].start:windows[i].end] for i in group])
         tb = time.perf_counter()
         try:
-            with _autocast(batch.device.type, self.cast):
+            with _autocast(batch.device.type, self.cast, self.dtype_asked):
                 outputs = token_ce(self.model, batch, self.path, argmax=self.want_argmax, keep_topk=self.keep_topk,
                                    drop_last_input=self.protocol.drop_last_input,
                                    noise=self._noise(group, batch) if self.keep_topk else None,
@@ -256,13 +259,17 @@ class BatchSizer:
         return True
 
 
-def _autocast(device_type: str, cast: Any) -> Any:
-    """The forward's autocast: ``cast``; without one, a caller's own autocast is turned off (the
-    measurement's identity named its dtype as the cast when no dtype was asked for)."""
+def _autocast(device_type: str, cast: Any, dtype_asked: bool) -> Any:
+    """The forward's autocast: ``cast``; where a dtype was asked for and needs none, a caller's own
+    autocast is turned off (a fixture call always asks for its identity's dtype, which names a
+    caller's autocast as the dtype when the settings ask for none); ``evaluate()`` without a
+    dtype runs in whatever the caller set up."""
     import torch
 
     if cast is not None:
         return torch.autocast(device_type, dtype=cast)
+    if not dtype_asked:
+        return nullcontext()
     try:
         outer = torch.is_autocast_enabled(device_type)
     except (RuntimeError, TypeError):
