@@ -112,6 +112,21 @@ def team_attention(monkeypatch, sharpen: float = 1.0) -> None:
     monkeypatch.setitem(AttentionInterface._global_mapping, "team_attn", team_attn)
 
 
+def team_mask(monkeypatch, window: int | None, calls: list[int]) -> None:
+    """The team's mask for its attention, registered under the same name (``create_causal_mask``
+    reads it): causal, or causal within a sliding ``window``; ``calls`` counts its uses."""
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask, sliding_window_causal_mask_function
+
+    def team_attn_mask(*args, **kwargs):
+        calls.append(1)
+        if window is not None:
+            kwargs = {**kwargs, "mask_function": sliding_window_causal_mask_function(window),
+                      "allow_is_causal_skip": False}
+        return sdpa_mask(*args, **kwargs)
+
+    monkeypatch.setitem(AttentionMaskInterface._global_mapping, "team_attn", team_attn_mask)
+
+
 def sdpa_rebound(monkeypatch) -> None:
     """The user's attention kernel in place of torch's (sparse attention research does this): the
     library's attention reads it through ``torch.nn.functional`` when it runs."""

@@ -11,7 +11,7 @@ import contextlib
 
 import pytest
 import torch
-from identity_changes import CHANGES, GLOBAL_CHANGES, ScaledLinears, scaled_mask, team_attention
+from identity_changes import CHANGES, GLOBAL_CHANGES, ScaledLinears, scaled_mask, team_attention, team_mask
 
 from conftest import CORPUS_TXT, TINY
 from plugin_support import INI, forwards, project, rows
@@ -125,6 +125,19 @@ def test_a_registered_attention_the_model_selects_is_code(tiny_model, monkeypatc
             team_attention(mp, sharpen)
             ids.append((_id(tiny_model), _loss(tiny_model)))
     assert ids[0][1] != pytest.approx(ids[1][1], rel=1e-6) and ids[0][0] != ids[1][0]
+
+
+def test_the_mask_registered_for_the_models_attention_is_code(tiny_model):
+    """``create_causal_mask`` (a helper of the model's module) reads the mask registered under the
+    config's attention name: the team's mask is in the identity, and a refactor of it changes it."""
+    tiny_model.config._attn_implementation = "team_attn"
+    found, calls = [], []
+    for window in (None, 8):
+        with pytest.MonkeyPatch.context() as mp:
+            team_attention(mp)
+            team_mask(mp, window, calls)
+            found.append((_id(tiny_model), _loss(tiny_model)))
+    assert calls and found[0][1] != pytest.approx(found[1][1], rel=1e-6) and found[0][0] != found[1][0]
 
 
 def test_a_torch_mode_active_around_the_call_is_in_the_identity(tiny_model):

@@ -12,11 +12,13 @@ global holding another package's function under another name (an import under th
 the library's own, and so are an alias from its own package and one of the standard library's; a
 class is left to the tree, which walks its instances); and, in each registry the module holds (a
 mapping that is not a plain dict, such as transformers' ``ALL_ATTENTION_FUNCTIONS``), the entries
-that are the user's code.  An unpatched process finds none, so identities do not depend on which
-globals a library version has.  Left out, because a rebinding is not told apart from the
-library's own there: a plain value (a constant), an installed function registered under another
-key, a same-package function under another name, and modules that define no forward of the
-model's classes (``masking_utils``' mask registry).
+that are the user's code, and so are those of the registries in the modules of the installed
+functions such a module holds (``masking_utils``' mask interface, which ``create_causal_mask``
+reads).  An unpatched process finds none, so identities do not depend on which globals a library
+version has.  Left out, because a rebinding is not told apart from the library's own there: a
+plain value (a constant), an installed function registered under another key, a same-package
+function under another name, and the other globals of modules that define no forward of the
+model's classes.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ class _Namespace:
     values: tuple[Any, ...]
     rebound: list[tuple[str, Any]]
     registries: list[tuple[str, Mapping]]
+    helpers: frozenset[str]  # other modules whose installed functions it holds (``create_causal_mask``'s)
 
 
 _SEEN: dict[str, _Namespace] = {}
+_REGISTRIES: dict[str, tuple[int, list[tuple[str, Mapping]]]] = {}  # a helper module's: (globals, registries)
 # Read through a module attribute by every torch forward (``F.scaled_dot_product_attention``, ``F.silu``).
 ALWAYS = frozenset({"torch.nn.functional"})
 _STDLIB = frozenset(sys.stdlib_module_names) | {"builtins"}  # an alias of functools.lru_cache is no kernel
@@ -50,14 +54,15 @@ _STDLIB = frozenset(sys.stdlib_module_names) | {"builtins"}  # an alias of funct
 def rebound(classes: set[type], describe: Describer) -> list[Any]:
     """The rebound globals and user-registered entries of the modules defining ``classes``'
     forwards, described; empty when nothing was rebound."""
+    forward = {m for cls in classes for m in _forward_modules(cls)}
+    spaces = {name: _namespace(name, sys.modules[name]) for name in forward | ALWAYS if name in sys.modules}
+    helpers = {h for name in forward if name in spaces for h in spaces[name].helpers} - spaces.keys()
     out: list[Any] = []
-    for name in sorted({m for cls in classes for m in _forward_modules(cls)} | ALWAYS):
-        module = sys.modules.get(name)
-        if module is None:
-            continue
-        space = _namespace(name, module)
-        found = [[g, _described(describe, value, f"{name}.{g}")] for g, value in space.rebound]
-        for g, registry in space.registries:
+    for name in sorted(spaces.keys() | helpers):
+        space = spaces.get(name)
+        # a helper's module: only its registries (the mask interface ``create_causal_mask`` reads)
+        found = [[g, _described(describe, value, f"{name}.{g}")] for g, value in space.rebound] if space else []
+        for g, registry in space.registries if space else _registries_of(name, sys.modules[name]):
             entries = [[repr(k), _described(describe, v, f"{name}.{g}[{k!r}]")] for k, v in _user_entries(registry)]
             if entries:
                 found.append([g, "registry", sorted(entries, key=repr)])
@@ -90,9 +95,28 @@ def _namespace(name: str, module: types.ModuleType) -> _Namespace:
     pairs = [(g, v) for g, v in zip(keys, values) if not (g.startswith("__") and g.endswith("__"))]
     _SEEN[name] = found = _Namespace(
         keys, values, rebound=[(g, v) for g, v in pairs if not _own(name, g, v)],
-        registries=[(g, v) for g, v in pairs if isinstance(v, Mapping) and not isinstance(v, dict)
-                    and _installed_class(type(v))])
+        registries=[(g, v) for g, v in pairs if _is_registry(v)],
+        helpers=frozenset(v.__module__ for _, v in pairs if isinstance(v, types.FunctionType) and v.__module__
+                          and v.__module__ != name and v.__module__ in sys.modules
+                          and v.__module__.split(".")[0] not in _STDLIB and _installed(v)))
     return found
+
+
+def _registries_of(name: str, module: types.ModuleType) -> list[tuple[str, Mapping]]:
+    """A helper module's registries, remembered while it holds as many globals and those same ones
+    (a large module, such as ``modeling_utils``, is not walked at every identity)."""
+    space = vars(module)
+    known = _REGISTRIES.get(name)
+    if known is not None and known[0] == len(space) and all(space.get(g) is r for g, r in known[1]):
+        return known[1]
+    found = [(g, v) for g, v in space.items() if _is_registry(v)]
+    _REGISTRIES[name] = (len(space), found)
+    return found
+
+
+def _is_registry(value: Any) -> bool:
+    """A mapping of an installed class that is not a plain dict (transformers' interfaces)."""
+    return isinstance(value, Mapping) and not isinstance(value, dict) and _installed_class(type(value))
 
 
 def _own(module: str, name: str, value: Any) -> bool:
