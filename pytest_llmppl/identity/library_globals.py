@@ -56,7 +56,8 @@ def rebound(classes: set[type], describe: Describer) -> list[Any]:
     forwards, described; empty when nothing was rebound."""
     forward = {m for cls in classes for m in _forward_modules(cls)}
     spaces = {name: _namespace(name, sys.modules[name]) for name in forward | ALWAYS if name in sys.modules}
-    helpers = {h for name in forward if name in spaces for h in spaces[name].helpers} - spaces.keys()
+    helpers = {h for name in forward if name in spaces for h in spaces[name].helpers if h in sys.modules}
+    helpers -= spaces.keys()
     out: list[Any] = []
     for name in sorted(spaces.keys() | helpers):
         space = spaces.get(name)
