@@ -102,11 +102,8 @@ def test_verdict(ppl_baseline, ppl_check):
         times["prune_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         if mode == "clear-cut":
-            with pytest.raises(AssertionError, match="exceeds the threshold") as failed:
+            with pytest.raises(AssertionError, match="exceeds the threshold"):
                 ppl_check(pruned, tok, baseline=base, budget="5%")
-            import re
-            early = re.search(r"early verdict after (\\d+)/(\\d+) windows", str(failed.value))
-            times["windows_measured"] = f"{early[1]}/{early[2]}" if early else "all"
         else:
             ppl_check(pruned, tok, baseline=base, budget="1000%")
         sync()
@@ -220,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(plugin("(b) cold", "cold"))
     rows.append(plugin("(c) warm baseline", "warm"))
     rows.append(plugin("(d) warm, unchanged model", "warm"))
-    rows.append(plugin("(e) warm + early stop", "warm-early", "--ppl-early-stop", mode="clear-cut"))
+    rows.append(plugin("(e) warm + early stop", "warm-early", "--ppl-early-stop", f"--ppl-report={work / 'e.json'}",
+                       mode="clear-cut"))
+    (check,) = [r for r in json.loads((work / "e.json").read_text())["records"] if r["kind"] == "check"]
+    early = check.get("early")  # the JSON report says after how many windows the verdict came
+    rows[-1]["windows_measured"] = f"{early['decided_after']}/{early['of']}" if early else "all"
     committed = work / "ppl-baselines.json"
     plugin("record: committed file", "record", f"--ppl-baselines={committed}", "--ppl-update-baselines")
     rows.append(plugin("(f) fresh runner, file only", "fresh", f"--ppl-baselines={committed}", "--ppl-strict",

@@ -200,7 +200,6 @@ def software_versions() -> dict[str, str]:
     return {"torch": package_version("torch"), "transformers": package_version("transformers")}
 
 
-
 def default_matmul_precision(device_type: str, dtype: str) -> str:
     """``matmul_precision`` when nothing was set."""
     if dtype in ("bfloat16", "float16") and device_type == "cuda":
