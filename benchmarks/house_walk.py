@@ -16,10 +16,9 @@ returns to a caller included).
     python benchmarks/house_walk.py           # the check's walk and its counts
 
 On the flat package before the stage folders (92808a5^): 61 entries into 23 rooms, 3 climbs,
-``fingerprint`` entered 8 times.  Now: 61 entries into 38 rooms (59 into 37 before the identity
-looked for rebound library helpers), no climb, every module entered at most 3 times but
-``identity.fingerprint`` (4, from 3 rooms: ``digest``, the canonical hash that the model's, each
-class's, the spec's and the tokenizer's identity end in).
+``fingerprint`` entered 8 times.  Now: 60 entries into 38 rooms, no climb, every module entered at
+most 3 times (``identity.fingerprint`` by the model's, the tokenizer's and the spec's identity; a
+class's description is hashed inside the model's digest, as a ``Hashed`` part).
 """
 
 from __future__ import annotations

@@ -101,3 +101,32 @@ def test_a_batch_of_tensors_hashes_and_counts_as_each_alone():
                                 (7, torch.float64), (1, torch.float16), (50_001, torch.float32)]]
     pairs = [(t, i % 2 == 0) for i, t in enumerate(tensors)]
     assert hashes_and_zeros(pairs) == [hash_and_zeros(t, count) for t, count in pairs]
+
+
+def test_a_hashed_part_stands_for_its_own_digest_and_is_hashed_once():
+    """A class description is marked ``Hashed`` rather than hashed where it is described: the
+    model's digest takes it as ``digest(parts)``, as identities made before did (committed files
+    stay valid), and a part that every layer shares is serialized one time."""
+    import hashlib
+    import json
+
+    from pytest_llmppl.identity.fingerprint import Hashed, digest
+
+    def plain(*parts):  # the formula: SHA-256 of the canonical JSON, the unknown by str
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+                              .encode()).hexdigest()
+
+    class Counted:
+        seen = 0
+
+        def __str__(self):
+            Counted.seen += 1
+            return "counted"
+
+    shared = Hashed([["module", "MyMLP"], {"scale": 2.0}, Counted()])
+    tree = [["layer", i, ["class", "MyMLP", shared]] for i in range(3)]
+    inner = plain(shared.parts)
+    Counted.seen = 0
+    assert digest(*tree) == plain(*[["layer", i, ["class", "MyMLP", inner]] for i in range(3)])
+    assert Counted.seen == 1  # three references, one serialization
+    assert repr(shared) == repr(inner) and Counted.seen == 1  # a description sorted by repr: no re-hash

@@ -1,5 +1,7 @@
 """Identities of corpora and tokenizers as hex digests, and ``digest``, the one hash every
-identity ends in (a model's: ``model_identity``; its tensors': ``tensors``).
+identity ends in (a model's: ``model_identity``; its tensors': ``tensors``).  A part that many
+places share (a class every layer refers to) is marked ``Hashed``: the digest takes it by its own
+digest, computed once, so describing a model never hashes and a model is hashed in one call.
 
 Content, not names: two tokenizers with one name but other merges get other fingerprints; the
 same content in another process gets the same one.
@@ -9,13 +11,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 
+@dataclass(eq=False, repr=False)
+class Hashed:
+    """Parts that a digest takes as ``digest(parts)``: hashed the first time, then 64 hex characters
+    wherever they appear again (in a digest, or in the ``repr`` a description is sorted by)."""
+
+    parts: Any
+    _hex: str = ""
+
+    def hexdigest(self) -> str:
+        if not self._hex:
+            self._hex = digest(self.parts)
+        return self._hex
+
+    def __repr__(self) -> str:
+        return repr(self.hexdigest())
+
+
 def digest(*parts: Any) -> str:
-    """SHA-256 over a canonical JSON of the parts."""
-    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
+    """SHA-256 over a canonical JSON of the parts (a ``Hashed`` part by its digest)."""
+    blob = json.dumps(parts, sort_keys=True, default=_canonical, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return value.hexdigest() if isinstance(value, Hashed) else str(value)
 
 
 def text_fingerprint(text: str) -> str:

@@ -24,6 +24,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from .fingerprint import Hashed
+
 MAX_DEPTH = 10
 PLAIN = (type(None), bool, int, float, complex, str, bytes)
 # Config keys that say how a model was loaded or run, not what it computes.
@@ -145,7 +147,9 @@ class Describer:
             items = [self(x, d, seen) for x in obj]
             return [type(obj).__name__, sorted(items, key=repr) if isinstance(obj, (set, frozenset)) else items]
         if isinstance(obj, dict):
-            return ["dict", sorted(([repr(k), self(v, d, seen)] for k, v in obj.items()), key=repr)]
+            # In the order of each pair's repr, which its key's repr decides (no repr is another's
+            # prefix): the values are not repr'd, so a class among them is not hashed here.
+            return ["dict", sorted(([repr(k), self(v, d, seen)] for k, v in obj.items()), key=_first_repr)]
         if isinstance(obj, types.FunctionType):
             return self.function(obj, depth, seen)
         if isinstance(obj, types.MethodType):
@@ -237,9 +241,7 @@ class Describer:
         key = id(cls)
         if key not in self._classes:
             self._classes[key] = ["cycle", cls.__qualname__]  # a class attribute naming the class
-            from .fingerprint import digest
-
-            self._classes[key] = ["class", cls.__qualname__, digest(self._class(cls, depth, seen))]
+            self._classes[key] = ["class", cls.__qualname__, Hashed(self._class(cls, depth, seen))]
         return self._classes[key]
 
     def _class(self, cls: type, depth: int, seen: frozenset[int]) -> Any:
@@ -308,6 +310,10 @@ def _library_member(value: Any) -> bool:
 def _is_config(cls: type) -> bool:
     """A Hugging Face configuration class (read through ``to_dict``)."""
     return hasattr(cls, "to_dict") and cls.__name__.endswith("Config") and hasattr(cls, "model_type")
+
+
+def _first_repr(pair: list[Any]) -> str:
+    return repr(pair[0])
 
 
 def describe_config(config: Any) -> dict[str, Any]:
