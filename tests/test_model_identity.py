@@ -127,6 +127,39 @@ def test_a_registered_attention_the_model_selects_is_code(tiny_model, monkeypatc
     assert ids[0][1] != pytest.approx(ids[1][1], rel=1e-6) and ids[0][0] != ids[1][0]
 
 
+def test_an_installed_attention_registered_under_the_selected_name_is_in_the_identity(tiny_model):
+    """An installed callable registered under the name the config selects is described when it is
+    not a plain function of the registry's own library: another package's (a kernel library's
+    attention), or the library's own with arguments bound (``partial``).  Swapping one for another
+    changes the identity; the same registered under a name no model selects does not."""
+    import functools
+
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    registry = AttentionInterface._global_mapping
+    plain = _id(tiny_model)
+    tiny_model.config._attn_implementation = "team_attn"
+    found = {}
+    choices = {"library": sdpa_attention_forward, "bound": functools.partial(sdpa_attention_forward, is_causal=False),
+               "torch": torch.nn.functional.scaled_dot_product_attention,
+               "torch other": torch.nn.functional.multi_head_attention_forward}
+    for name, fn in choices.items():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(registry, "team_attn", fn)
+            found[name] = _id(tiny_model)
+            if name in ("library", "bound"):  # these two run: bound arguments are another function
+                found[name + " loss"] = _loss(tiny_model)
+    assert found["library loss"] != pytest.approx(found["bound loss"], rel=1e-6)
+    assert len({found[n] for n in choices}) == len(choices)
+    tiny_model.config._attn_implementation = "sdpa"
+    assert _id(tiny_model) == plain
+    with pytest.MonkeyPatch.context() as mp:  # registered, not selected
+        mp.setitem(registry, "unused", functools.partial(sdpa_attention_forward, is_causal=False))
+        mp.setitem(registry, "unused torch", torch.nn.functional.scaled_dot_product_attention)
+        assert _id(tiny_model) == plain
+
+
 def test_the_mask_registered_for_the_models_attention_is_code(tiny_model):
     """``create_causal_mask`` (a helper of the model's module) reads the mask registered under the
     config's attention name: the team's mask is in the identity, and a refactor of it changes it."""

@@ -4,7 +4,8 @@ Installed code is described by name (``value_description``).  But the helpers it
 looked up in its module's namespace at call time, and they can be rebound: by the user
 (``modeling_llama.apply_rotary_pos_emb = my_rope``), by a kernel library under the library's
 name (liger-kernel's ``apply_liger_kernel_to_llama`` rebinds ``modeling_llama``'s functions),
-or registered under a name the config selects (``AttentionInterface.register("team_attn", fn)``).
+or registered under a name the config selects (``AttentionInterface.register("team_attn", fn)``,
+or another package's kernel, or the library's own with arguments bound).
 
 So in each installed module that defines a forward (or ``__call__``) of the model's classes, and
 in ``torch.nn.functional``, these are part of the function: a global holding the user's code; a
@@ -12,13 +13,15 @@ global holding another package's function under another name (an import under th
 the library's own, and so are an alias from its own package and one of the standard library's; a
 class is left to the tree, which walks its instances); and, in each registry the module holds (a
 mapping that is not a plain dict, such as transformers' ``ALL_ATTENTION_FUNCTIONS``), the entries
-that are the user's code, and so are those of the registries in the modules of the installed
-functions such a module holds (``masking_utils``' mask interface, which ``create_causal_mask``
-reads).  An unpatched process finds none, so identities do not depend on which globals a library
-version has.  Left out, because a rebinding is not told apart from the library's own there: a
-plain value (a constant), an installed function registered under another key, a same-package
-function under another name, and the other globals of modules that define no forward of the
-model's classes.
+that are the user's code, and the entry under a name a module's config selects
+(``_attn_implementation``, ``_experts_implementation``) when it is not a plain function of the
+registry's own library (another package's, a ``partial``); and so are those of the registries
+in the modules of the installed functions such a module holds (``masking_utils``' mask
+interface, which ``create_causal_mask`` reads).  An unpatched process finds none, so identities
+do not depend on which globals a library version has.  Left out, because a rebinding is not told
+apart from the library's own there: a plain value (a constant), the library's own function
+registered under a name no config selects, a same-package function under another name, and the
+other globals of modules that define no forward of the model's classes.
 """
 
 from __future__ import annotations
@@ -48,13 +51,18 @@ _SEEN: dict[str, _Namespace] = {}
 _REGISTRIES: dict[str, tuple[int, list[tuple[str, Mapping]]]] = {}  # a helper module's: (globals, registries)
 # Read through a module attribute by every torch forward (``F.scaled_dot_product_attention``, ``F.silu``).
 ALWAYS = frozenset({"torch.nn.functional"})
+# The config's choices of a registry entry: which attention (and mask), which experts kernel.
+SELECTORS = ("_attn_implementation", "_experts_implementation")
 _STDLIB = frozenset(sys.stdlib_module_names) | {"builtins"}  # an alias of functools.lru_cache is no kernel
 
 
-def rebound(classes: set[type], describe: Describer) -> list[Any]:
-    """The rebound globals and user-registered entries of the modules defining ``classes``'
+def rebound(modules: list[Any], describe: Describer) -> list[Any]:
+    """The rebound globals and registered entries of the library modules defining the ``modules``'
     forwards, described; empty when nothing was rebound."""
+    classes: set[type] = {type(module) for module in modules}
     forward = {m for cls in classes for m in _forward_modules(cls)}
+    configs = {id(c): c for c in (getattr(module, "config", None) for module in modules) if c is not None}
+    selected = {n for c in configs.values() for n in (getattr(c, a, None) for a in SELECTORS) if isinstance(n, str)}
     spaces = {name: _namespace(name, sys.modules[name]) for name in forward | ALWAYS if name in sys.modules}
     helpers = {h for name in forward if name in spaces for h in spaces[name].helpers if h in sys.modules}
     helpers -= spaces.keys()
@@ -64,7 +72,8 @@ def rebound(classes: set[type], describe: Describer) -> list[Any]:
         # a helper's module: only its registries (the mask interface ``create_causal_mask`` reads)
         found = [[g, _described(describe, value, f"{name}.{g}")] for g, value in space.rebound] if space else []
         for g, registry in space.registries if space else _registries_of(name, sys.modules[name]):
-            entries = [[repr(k), _described(describe, v, f"{name}.{g}[{k!r}]")] for k, v in _user_entries(registry)]
+            entries = [[repr(k), _described(describe, v, f"{name}.{g}[{k!r}]")]
+                       for k, v in _entries(registry, selected)]
             if entries:
                 found.append([g, "registry", sorted(entries, key=repr)])
         if found:
@@ -148,15 +157,23 @@ def _installed_class(cls: type) -> bool:
     return _defined_in_library(cls, code)
 
 
-def _user_entries(registry: Mapping) -> list[tuple[Any, Any]]:
-    """The user's code among a registry's entries, read from the dicts it keeps (its own and its
-    class's), never through its ``__getitem__`` (a lazy mapping would import on it)."""
+def _entries(registry: Mapping, selected: set[str]) -> list[tuple[Any, Any]]:
+    """The user's code among a registry's entries, and the entry under a ``selected`` name that is
+    not a plain function of the registry's library; read from the dicts it keeps (its own, then its
+    class's, as its lookup does), never through its ``__getitem__`` (a lazy mapping would import)."""
     tables = [v for v in vars(registry).values() if isinstance(v, dict)] if hasattr(registry, "__dict__") else []
     tables += [v for c in type(registry).__mro__ for v in vars(c).values() if isinstance(v, dict)]
+    home = type(registry).__module__.split(".")[0]
     seen, out = set(), []
     for table in tables:
         for key, value in dict.items(table):
-            if callable(value) and not _installed(value) and (id(table), key) not in seen:
+            if not callable(value) or (id(table), key) in seen:
+                continue
+            if not _installed(value) or (key in selected and not _library_function(value, home)):
                 seen.add((id(table), key))
                 out.append((key, value))
     return out
+
+
+def _library_function(value: Any, home: str) -> bool:
+    return isinstance(value, types.FunctionType) and (value.__module__ or "").split(".")[0] == home

@@ -94,7 +94,7 @@ def _tree(model: Any, describe: Describer) -> list[Any]:
                 out.append(["", attr, describe(hook)])
             except Unpinned as exc:
                 raise unpinned_at(f"torch's {attr}", exc) from None
-    replaced = rebound({type(module) for _, module in tree}, describe)
+    replaced = rebound([module for _, module in tree], describe)
     if replaced:
         out.append(["", "rebound", replaced])
     modes = _active_modes()
