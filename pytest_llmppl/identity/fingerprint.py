@@ -1,7 +1,7 @@
 """Identities of corpora and tokenizers as hex digests, and ``digest``, the one hash every
 identity ends in (a model's: ``model_identity``; its tensors': ``tensors``).  A part that many
 places share (a class every layer refers to) is marked ``Hashed``: the digest takes it by its own
-digest, computed once, so describing a model never hashes and a model is hashed in one call.
+digest, computed once, so a model's description is hashed in one call, its classes with it.
 
 Content, not names: two tokenizers with one name but other merges get other fingerprints; the
 same content in another process gets the same one.
