@@ -126,8 +126,9 @@ def property_code() -> set:
 sites: list[tuple[str, str]] = []  # (caller.function, callee.function) of every entry, as walked
 
 
-def walk(with_baseline: bool = False) -> list[tuple[str, str]]:
-    """The (caller, callee) module of every entry, in order (caller "" for the test itself)."""
+def walk(with_baseline: bool = False, cache_dir: str | None = None) -> list[tuple[str, str]]:
+    """The (caller, callee) module of every entry, in order (caller "" for the test itself); the
+    store in ``cache_dir`` (a new temporary folder when not given)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,7 +144,7 @@ def walk(with_baseline: bool = False) -> list[tuple[str, str]]:
         pruned.model.layers[0].mlp.down_proj.weight.mul_(0.5)
     import tempfile
 
-    session = PPLSession(Settings(corpus=str(CORPUS_TXT), seqlen=128, cache_dir=tempfile.mkdtemp()))
+    session = PPLSession(Settings(corpus=str(CORPUS_TXT), seqlen=128, cache_dir=cache_dir or tempfile.mkdtemp()))
     entries: list[tuple[str, str]] = []
     sites.clear()
     taken: set[tuple[str, str]] = set()
