@@ -61,7 +61,8 @@ def rebound(modules: list[Any], describe: Describer) -> list[Any]:
     forwards, described; empty when nothing was rebound."""
     classes: set[type] = {type(module) for module in modules}
     forward = {m for cls in classes for m in _forward_modules(cls)}
-    configs = {id(c): c for c in (getattr(module, "config", None) for module in modules) if c is not None}
+    # a module keeps its config in its __dict__: read there, not through Module.__getattr__'s miss
+    configs = {id(c): c for c in (vars(module).get("config") for module in modules) if c is not None}
     selected = {n for c in configs.values() for n in (getattr(c, a, None) for a in SELECTORS) if isinstance(n, str)}
     spaces = {name: _namespace(name, sys.modules[name]) for name in forward | ALWAYS if name in sys.modules}
     helpers = {h for name in forward if name in spaces for h in spaces[name].helpers if h in sys.modules}
