@@ -6,15 +6,23 @@ import json
 
 from conftest import CORPUS_TXT, TINY
 
+# torch and transformers are imported where they are used: an xdist controller runs no test and
+# counts no forward, so it starts without them (one process in three of an ``-n 2`` run).
 CONFTEST = f'''
 import json, os
-import pytest, torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+import pytest
 
 TINY = {str(TINY)!r}
 STOCK = []  # the library's decoder-layer forward, which counts the forwards of fixture models
 
 def pytest_configure(config):
+    if os.environ.get("FAKE_TORCH_VERSION"):  # a torch upgrade, as the plugin sees it
+        import pytest_llmppl.identity.spec as identity
+        real = identity.package_version
+        identity.package_version = lambda name: os.environ["FAKE_TORCH_VERSION"] if name == "torch" else real(name)
+        config.add_cleanup(lambda: setattr(identity, "package_version", real))
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # the xdist controller
     from transformers.models.llama import modeling_llama
     layer = modeling_llama.LlamaDecoderLayer
     stock = layer.forward
@@ -27,15 +35,12 @@ def pytest_configure(config):
         return stock(self, *args, **kwargs)
     layer.forward = counted
     config.add_cleanup(lambda: setattr(layer, "forward", stock))
-    if os.environ.get("FAKE_TORCH_VERSION"):  # a torch upgrade, as the plugin sees it
-        import pytest_llmppl.identity.spec as identity
-        real = identity.package_version
-        identity.package_version = lambda name: os.environ["FAKE_TORCH_VERSION"] if name == "torch" else real(name)
-        config.add_cleanup(lambda: setattr(identity, "package_version", real))
 
 
 @pytest.fixture
 def model():
+    from transformers import AutoModelForCausalLM
+
     return AutoModelForCausalLM.from_pretrained(TINY)
 
 
@@ -49,12 +54,16 @@ def pytest_sessionfinish(session):
 
 @pytest.fixture(scope="session")
 def tok():
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(TINY)
 
 
 def damage(model, amount):
     """A stand-in for a pruning refactor: seeded noise of ``amount`` x std on every decoder
     linear layer; PPL rises with amount (0.1: +0.4%, 0.2: +1.8%, 0.3: +5.5%, 0.5: +42%)."""
+    import torch
+
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for layer in model.model.layers:
