@@ -16,10 +16,12 @@ TINY = {str(TINY)!r}
 STOCK = []  # the library's decoder-layer forward, which counts the forwards of fixture models
 
 def pytest_configure(config):
-    if os.environ.get("FAKE_TORCH_VERSION"):  # a torch upgrade, as the plugin sees it
+    fake = {{name: os.environ[f"FAKE_{{name.upper()}}_VERSION"] for name in ("torch", "tokenizers")
+            if os.environ.get(f"FAKE_{{name.upper()}}_VERSION")}}
+    if fake:  # an upgrade, as the plugin sees it
         import pytest_llmppl.identity.spec as identity
         real = identity.package_version
-        identity.package_version = lambda name: os.environ["FAKE_TORCH_VERSION"] if name == "torch" else real(name)
+        identity.package_version = lambda name: fake.get(name) or real(name)
         config.add_cleanup(lambda: setattr(identity, "package_version", real))
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         return  # the xdist controller

@@ -54,6 +54,12 @@ def test_second_run_serves_everything_with_zero_forwards(pytester, monkeypatch):
     assert (b4["baseline_source"], c4["measured_source"]) == ("measured", "measured")
     assert forwards(pytester) == 2 * 35
 
+    monkeypatch.setenv("FAKE_TOKENIZERS_VERSION", "9.9.9")  # so does a tokenizers upgrade alone
+    pytester.runpytest("--ppl-report=report.json", fixed).assert_outcomes(passed=1)
+    (b5,), (c5,) = rows(pytester, "baseline"), rows(pytester, "check")
+    assert (b5["baseline_source"], c5["measured_source"]) == ("measured", "measured")
+    assert forwards(pytester) == 2 * 35
+
 
 def test_remeasure_and_no_cache_always_measure(pytester):
     project(pytester, SUITE)

@@ -50,6 +50,22 @@ def test_other_tokenizer_or_corpus_never_reuses_ids(tiny_tokenizer, cache_dir):
     assert _source(corpus, same, store)[0] == "cache"
 
 
+@pytest.mark.parametrize("package", ["transformers", "tokenizers"])
+def test_ids_tokenized_by_other_software_are_tokenized_again(tiny_tokenizer, cache_dir, monkeypatch, package):
+    """The same pipeline may split a text otherwise under another transformers or tokenizers (the
+    store outlives an upgrade on a CI cache): ids another version made are a miss, never served."""
+    from pytest_llmppl.identity import spec
+
+    store = Store(cache_dir)
+    corpus = load_corpus(str(CORPUS_TXT))
+    assert _source(corpus, tiny_tokenizer, store)[0] == "tokenized"
+    assert _source(corpus, tiny_tokenizer, store)[0] == "cache"
+    real = spec.package_version
+    monkeypatch.setattr(spec, "package_version", lambda name: "9.9.9" if name == package else real(name))
+    assert _source(corpus, tiny_tokenizer, store)[0] == "tokenized"
+    assert _source(corpus, tiny_tokenizer, store)[0] == "cache"  # kept for this version
+
+
 def test_corrupted_entry_is_rebuilt_with_a_warning(tiny_tokenizer, cache_dir):
     store = Store(cache_dir)
     corpus = load_corpus(str(CORPUS_TXT))

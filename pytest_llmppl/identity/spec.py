@@ -11,6 +11,7 @@ nothing re-derives it from names or paths.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -55,6 +56,9 @@ class MeasurementSpec:
     matmul_precision: str = "ieee"
     # Which kernels attention may choose from (``sdpa_backends``).
     sdpa_backends: str = "all"
+    # The software that splits the corpus (``tokenizing_software``): the same pipeline may split a
+    # text otherwise in another version.  In the store's key, not the committed file's.
+    tokenizing: str = ""
     # For messages only: not part of the identity.
     corpus_name: str = field(default="", compare=False)
     n_windows_total: int = field(default=0, compare=False)
@@ -76,7 +80,7 @@ class MeasurementSpec:
         return cls(model=found.digest, tokenizer=tokenizer_fp or tokenizer_fingerprint(tokenizer),
                    torch=versions["torch"], transformers=versions["transformers"], unpinned=found.unpinned,
                    size=found.size, matmul_precision=matmul_precision(settings["device_type"], settings["dtype"]),
-                   sdpa_backends=sdpa_backends(), **settings)
+                   sdpa_backends=sdpa_backends(), tokenizing=tokenizing_software(), **settings)
 
     @property
     def key(self) -> str:
@@ -188,8 +192,10 @@ def short_name(name: str) -> str:
     return os.path.basename(name.rstrip("/\\")) if is_path else name
 
 
+@functools.cache
 def package_version(name: str) -> str:
-    """Installed version without importing the package ("none" when absent)."""
+    """Installed version without importing the package ("none" when absent); read once a process
+    (each read scans the installed distributions: about a millisecond)."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -198,6 +204,12 @@ def package_version(name: str) -> str:
 
 def software_versions() -> dict[str, str]:
     return {"torch": package_version("torch"), "transformers": package_version("transformers")}
+
+
+def tokenizing_software() -> str:
+    """The software that splits a text (transformers, and the libraries it splits with): a token
+    cache entry or a stored result made with another is a miss."""
+    return ", ".join(f"{name} {package_version(name)}" for name in ("transformers", "tokenizers", "sentencepiece"))
 
 
 def default_matmul_precision(device_type: str, dtype: str) -> str:

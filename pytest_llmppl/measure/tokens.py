@@ -1,14 +1,16 @@
 """Tokenize a corpus once, as one sequence with the tokenizer's default special
 tokens (so one BOS at the very start for Llama-style tokenizers), and keep the
 ids on disk keyed by the corpus text and the tokenizer's content (their two digests side by
-side: no third hash).  A document corpus (the lm-eval protocol) is encoded document by
-document, as lm-eval does, and kept with each document's length."""
+side: no third hash), with the software that split it (another transformers or tokenizers may
+split the same text otherwise: their entry is a miss).  A document corpus (the lm-eval protocol)
+is encoded document by document, as lm-eval does, and kept with each document's length."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..identity.fingerprint import tokenizer_fingerprint
+from ..identity.spec import tokenizing_software
 from ..keep.store import Store
 from .corpus import Corpus
 
@@ -24,8 +26,9 @@ def token_key(corpus: Corpus, tokenizer_fp: str) -> str:
 
 
 def _current(hit: Any) -> Any:
-    """A stored entry of this format, else None."""
-    return hit if hit is not None and hit[0].get("format") == FORMAT else None
+    """A stored entry of this format, split by this software, else None."""
+    meta = hit[0] if hit is not None else {}
+    return hit if meta.get("format") == FORMAT and meta.get("software") == tokenizing_software() else None
 
 
 def tokenize(corpus: Corpus, tokenizer: Any, store: Store | None = None,
@@ -47,7 +50,8 @@ def tokenize(corpus: Corpus, tokenizer: Any, store: Store | None = None,
         if store is not None:
             dtype = np.int32 if ids.size == 0 or ids.max() < 2**31 else np.int64
             store.put_array(NAMESPACE, key, ids.astype(dtype),
-                            {"corpus": corpus.name, "n_tokens": int(ids.size), "format": FORMAT})
+                            {"corpus": corpus.name, "n_tokens": int(ids.size), "format": FORMAT,
+                             "software": tokenizing_software()})
     _MEMO[(NAMESPACE, key)] = ids
     return ids, source
 
@@ -73,7 +77,8 @@ def tokenize_documents(corpus: Corpus, tokenizer: Any, store: Store | None = Non
         source = "tokenized"
         if store is not None:
             store.put_array(DOCUMENTS, key, ids.astype(np.int64), {"corpus": corpus.name, "n_tokens": int(ids.size),
-                                                                   "doc_lengths": lengths, "format": FORMAT})
+                                                                   "doc_lengths": lengths, "format": FORMAT,
+                                                                   "software": tokenizing_software()})
     _MEMO[(DOCUMENTS, key)] = (ids, lengths)
     return ids, lengths, source
 
